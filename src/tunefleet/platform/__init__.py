@@ -1,0 +1,1 @@
+"""The platform layer: the SQL store, the sweep runner and the CLI."""

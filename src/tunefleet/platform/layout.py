@@ -1,0 +1,45 @@
+"""Where a sweep's files live under ``--out`` (the embedded default keeps everything there)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Layout:
+    out: Path
+
+    @classmethod
+    def at(cls, out: str | Path) -> Layout:
+        return cls(Path(out).expanduser().resolve())
+
+    @property
+    def db_url(self) -> str:
+        return f"sqlite:///{self.out / 'tunefleet.db'}"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return f"sqlite:///{self.out / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.out / "mlartifacts"
+
+    @property
+    def wandb_dir(self) -> Path:
+        return self.out
+
+    @property
+    def token_cache(self) -> Path:
+        return self.out / "cache" / "tokens"
+
+    def checkpoint(self, sweep: str, number: int) -> Path:
+        return self.out / "checkpoints" / sweep / f"trial-{number}"
+
+    def work_dir(self, sweep: str, number: int) -> Path:
+        return self.out / "work" / sweep / f"trial-{number}"
+
+    def ensure(self) -> Layout:
+        self.out.mkdir(parents=True, exist_ok=True)
+        return self

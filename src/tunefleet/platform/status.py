@@ -1,0 +1,158 @@
+"""``status`` and ``compare``: the sweep's trials from Optuna (the truth about states) joined
+with what the store adds (tracking ids, checkpoints, metrics, curves)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from tunefleet.config import SweepConfig
+from tunefleet.errors import NotFoundError
+from tunefleet.platform.store import Store, TrialRecord
+from tunefleet.search.study import make_storage
+
+
+@dataclass(frozen=True)
+class SweepView:
+    config: SweepConfig
+    study: optuna.Study
+    records: dict[int, TrialRecord]
+
+    @property
+    def trials(self) -> list[FrozenTrial]:
+        return self.study.get_trials(deepcopy=False)
+
+    def best(self) -> FrozenTrial | None:
+        complete = [t for t in self.trials if t.state == TrialState.COMPLETE]
+        return self.study.best_trial if complete else None
+
+
+def open_view(store: Store, name: str, db_url: str) -> SweepView:
+    sweep = store.get_sweep(name)
+    try:
+        study = optuna.load_study(study_name=name, storage=make_storage(db_url))
+    except KeyError:
+        raise NotFoundError(f"no Optuna study named {name!r} in {db_url}") from None
+    return SweepView(
+        SweepConfig.model_validate(sweep.config), study, {r.number: r for r in store.trials(name)}
+    )
+
+
+def trial_json(view: SweepView, trial: FrozenTrial) -> dict[str, Any]:
+    record = view.records.get(trial.number)
+    seconds = record.seconds if record and record.seconds is not None else _duration(trial)
+    return {
+        "number": trial.number,
+        "state": trial.state.name,
+        "params": record.params if record and record.params else trial.params,
+        "value": trial.value,
+        "mlflow_run_id": record.mlflow_run_id if record else None,
+        "wandb_run_id": record.wandb_run_id if record else None,
+        "checkpoint": record.checkpoint if record else None,
+        "seconds": seconds,
+    }
+
+
+def _duration(trial: FrozenTrial) -> float | None:
+    if trial.datetime_start and trial.datetime_complete:
+        return (trial.datetime_complete - trial.datetime_start).total_seconds()
+    return None
+
+
+def status_json(view: SweepView) -> dict[str, Any]:
+    best = view.best()
+    record = view.records.get(best.number) if best else None
+    return {
+        "name": view.config.name,
+        "trials": [trial_json(view, t) for t in view.trials],
+        "best": None
+        if best is None
+        else {
+            "number": best.number,
+            "value": best.value,
+            "params": record.params if record and record.params else best.params,
+            "checkpoint": record.checkpoint if record else None,
+        },
+    }
+
+
+def sorted_trials(view: SweepView) -> list[FrozenTrial]:
+    """Complete trials best first, then pruned, running and failed ones."""
+    sign = -1.0 if view.config.search.direction == "maximize" else 1.0
+    order = {
+        TrialState.COMPLETE: 0,
+        TrialState.PRUNED: 1,
+        TrialState.RUNNING: 2,
+        TrialState.WAITING: 2,
+        TrialState.FAIL: 3,
+    }
+    return sorted(view.trials, key=lambda t: (order[t.state], sign * (t.value or 0.0), t.number))
+
+
+def table(view: SweepView) -> str:
+    metric = view.config.search.metric
+    params = sorted(
+        {k for r in view.records.values() for k in r.params}
+        | {k for t in view.trials for k in t.params}
+    )
+    header = ["trial", "state", metric, "test_accuracy", "seconds", *params]
+    rows = [header]
+    for trial in sorted_trials(view):
+        record = view.records.get(trial.number)
+        values = record.params if record and record.params else trial.params
+        test = record.metrics.get("test_accuracy") if record else None
+        rows.append(
+            [
+                str(trial.number),
+                trial.state.name,
+                _fmt(trial.value),
+                _fmt(test),
+                _fmt(trial_json(view, trial)["seconds"], 1),
+                *(_fmt(values.get(p)) for p in params),
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) < 1e-3 else f"{value:.{digits}f}"
+    return str(value)
+
+
+def write_report(view: SweepView, path: Path) -> Path:
+    from tunefleet.platform.report import TrialCurve, write_html
+
+    metric = view.config.search.metric
+    curves = []
+    for trial in view.trials:
+        record = view.records.get(trial.number)
+        history = record.history if record else []
+        curves.append(
+            TrialCurve(
+                number=trial.number,
+                state=trial.state.name,
+                value=trial.value,
+                params=record.params if record and record.params else dict(trial.params),
+                points=[(int(h["step"]), float(h["loss"])) for h in history if "loss" in h],
+                eval_points=[(int(h["step"]), float(h[metric])) for h in history if metric in h],
+            )
+        )
+    return write_html(
+        path,
+        study=view.study,
+        title=f"tunefleet sweep {view.config.name}",
+        metric=metric,
+        direction=view.config.search.direction,
+        curves=curves,
+    )

@@ -1,0 +1,124 @@
+"""Self-describing checkpoint folders: weights (safetensors), config, tokenizer and
+``tunefleet.json`` (what made it), plus the sha256 of every file so promotion can verify it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from tunefleet.errors import IntegrityError, NotFoundError
+
+MANIFEST = "tunefleet.json"
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The contents of ``tunefleet.json``."""
+
+    method: str
+    base_model: str
+    label_names: tuple[str, ...]
+    max_length: int
+    sweep: str
+    trial: int
+    metric: str
+    value: float
+    epoch: float
+    params: dict[str, Any]
+    config: dict[str, Any]
+    data_sha256: str
+
+    def to_json(self) -> dict[str, Any]:
+        data = {"format": FORMAT, **self.__dict__}
+        data["label_names"] = list(self.label_names)
+        return data
+
+    @classmethod
+    def read(cls, folder: Path) -> Manifest:
+        path = folder / MANIFEST
+        if not path.is_file():
+            raise NotFoundError(f"{folder} is not a tunefleet checkpoint (no {MANIFEST})")
+        data = json.loads(path.read_text())
+        data.pop("format", None)
+        data["label_names"] = tuple(data["label_names"])
+        return cls(**data)
+
+
+def write_checkpoint(
+    folder: Path,
+    *,
+    model: nn.Module,
+    save: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    manifest: Manifest,
+) -> dict[str, str]:
+    """Replace ``folder`` with a new checkpoint; returns {relative path: sha256}.
+
+    Written to a sibling folder and swapped in, so a crash mid-write leaves the previous best
+    checkpoint intact rather than half of each.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
+    save(model, staging)
+    tokenizer.save_pretrained(staging)
+    (staging / MANIFEST).write_text(json.dumps(manifest.to_json(), indent=2, default=str))
+    hashes = hash_folder(staging)
+    old = folder.with_name(f".{folder.name}-old")
+    if folder.exists():
+        folder.rename(old)
+    staging.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return hashes
+
+
+def hash_folder(folder: Path) -> dict[str, str]:
+    hashes: dict[str, str] = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        hashes[path.relative_to(folder).as_posix()] = digest.hexdigest()
+    return hashes
+
+
+def verify(folder: Path, expected: Mapping[str, str]) -> None:
+    """IntegrityError naming each file that is missing, extra or changed since it was written."""
+    if not folder.is_dir():
+        raise IntegrityError(f"checkpoint folder {folder} is missing")
+    actual = hash_folder(folder)
+    problems = [f"missing {name}" for name in expected if name not in actual]
+    problems += [f"unexpected {name}" for name in actual if name not in expected]
+    problems += [
+        f"changed {name}" for name in expected if name in actual and actual[name] != expected[name]
+    ]
+    if problems:
+        raise IntegrityError(
+            f"checkpoint {folder} does not match its recorded hashes: " + "; ".join(problems)
+        )
+
+
+def load_checkpoint(folder: Path) -> tuple[nn.Module, PreTrainedTokenizerBase, Manifest]:
+    """The trained module (in eval mode), its tokenizer and manifest."""
+    from tunefleet.trainers.methods import get_method
+    from tunefleet.trainers.model import load_classifier, load_tokenizer, resolve_model
+
+    manifest = Manifest.read(folder)
+    method = get_method(manifest.method)
+
+    def base() -> PreTrainedModel:
+        return load_classifier(resolve_model(manifest.base_model), manifest.label_names)
+
+    model = method.load(folder, base)
+    model.eval()
+    return model, load_tokenizer(str(folder)), manifest

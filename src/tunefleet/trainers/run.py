@@ -1,0 +1,320 @@
+"""The one training path: HF Trainer + tunefleet callbacks, whatever the method.
+
+A trial's value is its best evaluation (not its last), and the checkpoint kept is that
+evaluation's; each evaluation is handed to ``report`` so a caller (the Optuna worker) can prune.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import (
+    DataCollatorWithPadding,
+    EvalPrediction,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PrinterCallback,
+    Trainer,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+    set_seed,
+)
+
+from tunefleet.config import SweepConfig, TrainConfig
+from tunefleet.trainers.checkpoint import Manifest, write_checkpoint
+from tunefleet.trainers.data import Splits, load_splits
+from tunefleet.trainers.methods import Method, get_method
+from tunefleet.trainers.metrics import classification_metrics, cross_entropy
+from tunefleet.trainers.model import load_classifier, load_tokenizer, resolve_model
+from tunefleet.trainers.predict import batched_logits
+from tunefleet.trainers.tokens import encode
+
+Reporter = Callable[[int, float], bool]
+"""Called with (epoch, objective value) after each evaluation; True asks to stop (prune)."""
+
+SCHEDULERS = {
+    "linear": "linear",
+    "cosine": "cosine",
+    "cosine_with_restarts": "cosine_with_restarts",
+    "constant": "constant_with_warmup",
+    "reduce_on_plateau": "reduce_lr_on_plateau",
+}
+
+
+@dataclass
+class TrialOutcome:
+    """What a finished (or pruned) trial produced."""
+
+    value: float | None
+    best_epoch: float | None
+    metrics: dict[str, float]
+    history: list[dict[str, Any]]
+    checkpoint: Path | None
+    checkpoint_sha256: dict[str, str] | None
+    seconds: float
+    pruned: bool = False
+    trainable_parameters: int = 0
+    total_parameters: int = 0
+
+
+class TrialPruned(Exception):
+    """The reporter asked to stop; ``outcome`` holds what the trial reached before that."""
+
+    def __init__(self, outcome: TrialOutcome) -> None:
+        super().__init__(
+            f"pruned after epoch {outcome.history[-1].get('epoch') if outcome.history else 0}"
+        )
+        self.outcome = outcome
+
+
+@dataclass
+class _Best:
+    value: float | None = None
+    epoch: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    hashes: dict[str, str] | None = None
+
+
+class BestCheckpointCallback(TrainerCallback):
+    """Keeps the best evaluation's checkpoint and reports every evaluation for pruning."""
+
+    def __init__(
+        self,
+        *,
+        metric: str,
+        maximize: bool,
+        write: Callable[[nn.Module, float, float], dict[str, str]],
+        report: Reporter | None,
+    ) -> None:
+        self.metric, self.maximize, self.write, self.report = metric, maximize, write, report
+        self.best = _Best()
+        self.pruned = False
+
+    def on_evaluate(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        metrics: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not metrics or self.metric not in metrics:
+            raise KeyError(
+                f"search.metric {self.metric!r} is not among the eval metrics: "
+                f"{', '.join(sorted(metrics or {}))}"
+            )
+        value, epoch = float(metrics[self.metric]), float(state.epoch or 0)
+        if self._better(value):
+            self.best = _Best(
+                value,
+                epoch,
+                {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)},
+            )
+            self.best.hashes = self.write(kwargs["model"], value, epoch)
+        if self.report is not None and self.report(round(epoch), value):
+            self.pruned = True
+            control.should_training_stop = True
+
+    def _better(self, value: float) -> bool:
+        if math.isnan(value):
+            return False
+        if self.best.value is None:
+            return True
+        return value > self.best.value if self.maximize else value < self.best.value
+
+
+def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
+    logits = (
+        prediction.predictions[0]
+        if isinstance(prediction.predictions, tuple)
+        else prediction.predictions
+    )
+    labels = np.asarray(prediction.label_ids)
+    return classification_metrics(np.asarray(logits), labels)
+
+
+def training_arguments(
+    train: TrainConfig, *, output_dir: Path, metric: str, maximize: bool, steps_per_epoch: int
+) -> TrainingArguments:
+    plateau = train.scheduler == "reduce_on_plateau"
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=train.batch_size,
+        per_device_eval_batch_size=max(train.batch_size, 32),
+        num_train_epochs=train.epochs,
+        learning_rate=train.learning_rate,
+        weight_decay=train.weight_decay,
+        warmup_steps=train.warmup_ratio,
+        lr_scheduler_type=SCHEDULERS[train.scheduler],
+        # ReduceLROnPlateau steps on the objective, so it must know which way is better.
+        lr_scheduler_kwargs={"mode": "max" if maximize else "min"} if plateau else {},
+        metric_for_best_model=metric if plateau else None,
+        greater_is_better=maximize if plateau else None,
+        max_grad_norm=train.max_grad_norm,
+        seed=train.seed,
+        eval_strategy="epoch",
+        save_strategy="no",  # BestCheckpointCallback keeps the one checkpoint worth keeping
+        logging_strategy="steps",
+        logging_steps=max(1, min(train.logging_steps, steps_per_epoch)),
+        report_to=[],
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
+
+
+@dataclass(frozen=True)
+class TrialRequest:
+    """Everything a trial needs besides its config; built by the worker (or a test)."""
+
+    sweep: str
+    number: int
+    params: Mapping[str, Any]
+    checkpoint_dir: Path
+    work_dir: Path
+    cache_dir: Path | None = None
+    report: Reporter | None = None
+    callbacks: Sequence[TrainerCallback] = ()
+
+
+def run_trial(config: SweepConfig, request: TrialRequest) -> TrialOutcome:
+    """Train one trial; raises TrialPruned (with its outcome) when ``request.report`` says stop."""
+    started = time.perf_counter()
+    splits = load_splits(config.data)
+    resolved = resolve_model(config.model.name_or_path)
+    tokenizer = load_tokenizer(resolved)
+    method = get_method(config.train.method)
+    set_seed(config.train.seed)
+    model = method.prepare(load_classifier(resolved, splits.label_names), config.train)
+    trainable, total = count_parameters(model)
+
+    encode_kwargs = {
+        "tokenizer": tokenizer,
+        "label_names": splits.label_names,
+        "max_length": config.data.max_length,
+        "cache_dir": request.cache_dir,
+    }
+    train_set = encode(splits.train, **encode_kwargs)
+    eval_set = encode(splits.eval, **encode_kwargs)
+    maximize = config.search.direction == "maximize"
+    checkpoint = BestCheckpointCallback(
+        metric=config.search.metric,
+        maximize=maximize,
+        report=request.report,
+        write=_checkpoint_writer(config, request, method, tokenizer, splits),
+    )
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(
+            config.train,
+            output_dir=request.work_dir,
+            metric=config.search.metric,
+            maximize=maximize,
+            steps_per_epoch=math.ceil(len(train_set) / config.train.batch_size),
+        ),
+        data_collator=DataCollatorWithPadding(tokenizer),
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        processing_class=tokenizer,
+        compute_metrics=compute_metrics,
+        callbacks=[*method.callbacks(config.train), checkpoint, *request.callbacks],
+    )
+    # The worker prints its own progress; Trainer's printer would interleave raw dicts with it.
+    trainer.remove_callback(PrinterCallback)
+    trainer.train()
+    best = checkpoint.best
+    metrics = dict(best.metrics)
+    if splits.test is not None and best.hashes is not None and not checkpoint.pruned:
+        metrics.update(
+            score_checkpoint(
+                method, request.checkpoint_dir, resolved, splits, config.data.max_length
+            )
+        )
+    outcome = TrialOutcome(
+        value=best.value,
+        best_epoch=best.epoch,
+        metrics=metrics,
+        history=[dict(entry) for entry in trainer.state.log_history],
+        checkpoint=request.checkpoint_dir if best.hashes is not None else None,
+        checkpoint_sha256=best.hashes,
+        seconds=time.perf_counter() - started,
+        pruned=checkpoint.pruned,
+        trainable_parameters=trainable,
+        total_parameters=total,
+    )
+    if checkpoint.pruned:
+        raise TrialPruned(outcome)
+    return outcome
+
+
+def _checkpoint_writer(
+    config: SweepConfig,
+    request: TrialRequest,
+    method: Method,
+    tokenizer: PreTrainedTokenizerBase,
+    splits: Splits,
+) -> Callable[[nn.Module, float, float], dict[str, str]]:
+    def write(model: nn.Module, value: float, epoch: float) -> dict[str, str]:
+        manifest = Manifest(
+            method=method.name,
+            base_model=config.model.name_or_path,
+            label_names=splits.label_names,
+            max_length=config.data.max_length,
+            sweep=request.sweep,
+            trial=request.number,
+            metric=config.search.metric,
+            value=value,
+            epoch=epoch,
+            params=dict(request.params),
+            config=config.model_dump(mode="json"),
+            data_sha256=splits.fingerprint(),
+        )
+        return write_checkpoint(
+            request.checkpoint_dir,
+            model=model,
+            save=method.save,
+            tokenizer=tokenizer,
+            manifest=manifest,
+        )
+
+    return write
+
+
+def score_checkpoint(
+    method: Method, folder: Path, resolved: str, splits: Splits, max_length: int
+) -> dict[str, float]:
+    """Test-set metrics of the saved best checkpoint (reloaded, so the file itself is tested)."""
+    assert splits.test is not None
+
+    def base() -> PreTrainedModel:
+        return load_classifier(resolved, splits.label_names)
+
+    model = method.load(folder, base)
+    model.eval()
+    logits = batched_logits(
+        model, load_tokenizer(str(folder)), splits.test.texts, max_length=max_length
+    )
+    index = {name: i for i, name in enumerate(splits.label_names)}
+    labels = np.array([index[label] for label in splits.test.labels])
+    scores = classification_metrics(logits, labels)
+    return {
+        "test_accuracy": scores["accuracy"],
+        "test_f1": scores["f1"],
+        "test_loss": cross_entropy(logits, labels),
+    }

@@ -1,0 +1,274 @@
+"""Registering real checkpoints in a real MLflow registry (sqlite store and a live ``mlflow
+server``) and loading them back as pyfunc models in fresh processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tunefleet.config import parse_config
+from tunefleet.errors import IntegrityError
+from tunefleet.platform.pyfunc import CheckpointModel
+from tunefleet.platform.registry import PROMOTION_TAG, RegisteredModel, register_checkpoint
+from tunefleet.trainers.checkpoint import hash_folder
+from tunefleet.trainers.predict import Predictor
+from tunefleet.trainers.run import TrialRequest, run_trial
+
+pytestmark = pytest.mark.slow
+
+TEXTS = ["The food was wonderful and the staff friendly.", "Cold fries, rude waiter, never again.",
+         "ok", "Best brunch in town!"]
+
+# Runs in a fresh interpreter that knows only MLFLOW_TRACKING_URI: loads each model URI and
+# records what predict gives for a list, a Series, DataFrames with and without a text column.
+_LOADER = r"""
+import json, sys
+import mlflow.pyfunc
+import pandas as pd
+
+uris, texts, out = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
+results = {}
+for uri in uris:
+    model = mlflow.pyfunc.load_model(uri)
+    def rows(frame):
+        return [[r["label"], r["probabilities"]] for r in frame.to_dict("records")]
+    entry = {
+        "list": rows(model.predict(texts)),
+        "series": rows(model.predict(pd.Series(texts))),
+        "frame": rows(model.predict(pd.DataFrame({"id": range(len(texts)), "text": texts}))),
+    }
+    try:
+        model.predict(pd.DataFrame({"review": texts}))
+        entry["bad"] = None
+    except Exception as exc:
+        entry["bad"] = [type(exc).__name__, str(exc)]
+    results[uri] = entry
+with open(out, "w") as handle:
+    json.dump(results, handle)
+"""
+
+
+@dataclass(frozen=True)
+class Trained:
+    base: Path
+    checkpoints: dict[str, Path]
+
+    def expected(self, method: str) -> list[list[Any]]:
+        predictions = Predictor.from_checkpoint(self.checkpoints[method]).predict(TEXTS)
+        return [[p.label, p.probabilities] for p in predictions]
+
+    @contextmanager
+    def hidden(self) -> Iterator[None]:
+        """Moves the base model and checkpoints away, so a load that still needs them fails."""
+        moved = [self.base, *self.checkpoints.values()]
+        for folder in moved:
+            folder.rename(folder.with_name(folder.name + ".hidden"))
+        try:
+            yield
+        finally:
+            for folder in moved:
+                folder.with_name(folder.name + ".hidden").rename(folder)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path,
+            sentiment_csv: Path) -> Trained:
+    """One real full fine-tuning trial and one LoRA trial on a private copy of the tiny BERT."""
+    root = tmp_path_factory.mktemp("registry-trials")
+    base = root / "base"
+    shutil.copytree(tiny_model, base)
+    checkpoints = {}
+    for number, method in enumerate(("full", "lora")):
+        config = parse_config({
+            "name": "reg", "model": {"name_or_path": str(base)},
+            "data": {"train": str(sentiment_csv), "test_fraction": 0.0, "max_length": 32},
+            "train": {"method": method, "epochs": 1, "learning_rate": 1e-3, "batch_size": 16},
+        })
+        run_trial(config, TrialRequest(sweep="reg", number=number, params={"method": method},
+                                       checkpoint_dir=root / method, work_dir=root / f"work-{method}"))
+        checkpoints[method] = root / method
+    return Trained(base=base, checkpoints=checkpoints)
+
+
+@pytest.fixture()
+def sqlite_uri(tmp_path: Path) -> str:
+    """A sqlite store whose experiment keeps its artifacts under tmp (not ./mlruns)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(tracking_uri=uri).create_experiment(
+        "promotions", artifact_location=(tmp_path / "artifacts").as_uri())
+    return uri
+
+
+def _load_elsewhere(tracking_uri: str, uris: list[str], tmp_path: Path) -> dict[str, Any]:
+    out = tmp_path / "loaded.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update(MLFLOW_TRACKING_URI=tracking_uri, MLFLOW_DISABLE_TELEMETRY="true",
+               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    done = subprocess.run([sys.executable, "-c", _LOADER, json.dumps(uris), json.dumps(TEXTS),
+                           str(out)], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stderr[-4000:]
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
+def _assert_same(actual: list[list[Any]], expected: list[list[Any]]) -> None:
+    assert [label for label, _ in actual] == [label for label, _ in expected]
+    for (_, got), (_, want) in zip(actual, expected, strict=True):
+        assert got.keys() == want.keys()
+        assert all(abs(got[k] - want[k]) <= 1e-6 for k in want), (got, want)
+
+
+def test_registered_checkpoints_predict_like_the_checkpoints(
+        trained: Trained, sqlite_uri: str, tmp_path: Path) -> None:
+    registered = {
+        method: register_checkpoint(
+            tracking_uri=sqlite_uri, model_name=f"sentiment-{method}", alias="champion",
+            checkpoint=trained.checkpoints[method], run_id=None, experiment_name="promotions",
+            sha256=hash_folder(trained.checkpoints[method]))
+        for method in ("full", "lora")
+    }
+    assert registered["lora"] == RegisteredModel(
+        name="sentiment-lora", version="1", alias="champion", uri="models:/sentiment-lora@champion")
+    expected = {method: trained.expected(method) for method in registered}
+
+    # The LoRA adapter and the full model load without the folders they were trained in.
+    with trained.hidden():
+        loaded = _load_elsewhere(sqlite_uri, [r.uri for r in registered.values()], tmp_path)
+
+    for method, model in registered.items():
+        result = loaded[model.uri]
+        for kind in ("list", "series", "frame"):
+            _assert_same(result[kind], expected[method])
+        error_type, message = result["bad"]
+        assert error_type == "ValueError"
+        assert "'text' column" in message and "'review'" in message
+
+    client = MlflowClient(tracking_uri=sqlite_uri)
+    version = client.get_model_version_by_alias("sentiment-lora", "champion")
+    assert version.tags["tunefleet.checkpoint"] == str(trained.checkpoints["lora"].resolve())
+    assert version.tags["tunefleet.trial"] == "1"
+    assert version.tags["tunefleet.method"] == "lora"
+    assert version.tags["tunefleet.metric"] == "eval_accuracy"
+    assert 0.0 <= float(version.tags["tunefleet.value"]) <= 1.0
+    run = client.get_run(version.run_id)
+    assert run.data.tags[PROMOTION_TAG] == "true"
+    assert run.info.status == "FINISHED"
+    logged_model = version.tags["tunefleet.logged_model"]
+    assert logged_model in [o.model_id for o in run.outputs.model_outputs]
+    assert client.get_logged_model(logged_model).status == "READY"
+    assert version.source == client.get_logged_model(logged_model).artifact_location
+
+
+def test_alias_moves_to_the_newest_registration(trained: Trained, sqlite_uri: str) -> None:
+    client = MlflowClient(tracking_uri=sqlite_uri)
+    experiment = client.get_experiment_by_name("promotions")
+    assert experiment is not None
+    trial_run = client.create_run(experiment.experiment_id).info.run_id
+
+    first = register_checkpoint(tracking_uri=sqlite_uri, model_name="sentiment", alias="champion",
+                                checkpoint=trained.checkpoints["full"], run_id=trial_run,
+                                experiment_name="unused", description="first")
+    second = register_checkpoint(tracking_uri=sqlite_uri, model_name="sentiment",
+                                 alias="champion", checkpoint=trained.checkpoints["lora"],
+                                 run_id=None, experiment_name="promotions")
+
+    assert (first.version, second.version) == ("1", "2")
+    assert first.uri == second.uri == "models:/sentiment@champion"
+    now = client.get_model_version_by_alias("sentiment", "champion")
+    assert now.version == "2" and now.tags["tunefleet.method"] == "lora"
+    assert client.get_model_version("sentiment", "1").aliases == []
+    assert client.get_model_version("sentiment", "1").description == "first"
+    # A given run is used as is: no promotion run, and it is left running.
+    assert client.get_model_version("sentiment", "1").run_id == trial_run
+    assert PROMOTION_TAG not in client.get_run(trial_run).data.tags
+    assert client.get_experiment_by_name("unused") is None
+
+    model = CheckpointModel()
+    with pytest.raises(ValueError, match=r"got columns: 'a', 'b'"):
+        model.predict(None, pd.DataFrame({"a": ["x"], "b": ["y"]}))
+
+
+def test_changed_checkpoint_is_not_registered(trained: Trained, sqlite_uri: str) -> None:
+    hashes = hash_folder(trained.checkpoints["full"])
+    hashes["config.json"] = "0" * 64
+    with pytest.raises(IntegrityError, match="changed config.json"):
+        register_checkpoint(tracking_uri=sqlite_uri, model_name="tampered", alias="champion",
+                            checkpoint=trained.checkpoints["full"], run_id=None,
+                            experiment_name="promotions", sha256=hashes)
+    assert MlflowClient(tracking_uri=sqlite_uri).search_registered_models() == []
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture()
+def mlflow_server(tmp_path: Path) -> Iterator[str]:
+    """A real ``mlflow server`` (sqlite backend, proxied artifacts under tmp) on 127.0.0.1."""
+    port = _free_port()
+    log = (tmp_path / "server.log").open("w")
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "server-artifacts")],
+        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-4000:]
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "mlflow server did not answer /health in 60 s"
+            time.sleep(0.3)
+        yield url
+    finally:
+        # The server runs its workers as children; its own session holds only them.
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()
+
+
+def test_register_and_load_through_a_tracking_server(
+        trained: Trained, mlflow_server: str, tmp_path: Path) -> None:
+    model = register_checkpoint(tracking_uri=mlflow_server, model_name="sentiment-http",
+                                alias="champion", checkpoint=trained.checkpoints["lora"],
+                                run_id=None, experiment_name="promotions-http")
+    assert model.uri == "models:/sentiment-http@champion"
+
+    expected = trained.expected("lora")
+    with trained.hidden():
+        loaded = _load_elsewhere(mlflow_server, [model.uri], tmp_path)
+    _assert_same(loaded[model.uri]["list"], expected)
+    _assert_same(loaded[model.uri]["frame"], expected)
+    version = MlflowClient(tracking_uri=mlflow_server).get_model_version("sentiment-http", "1")
+    assert version.source.startswith("mlflow-artifacts:/")  # proxied by the server

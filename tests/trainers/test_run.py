@@ -1,0 +1,158 @@
+"""The one training path on a tiny real model: best-not-last, pruning, self-describing
+checkpoints that reload to the same predictions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tunefleet.config import SweepConfig, parse_config
+from tunefleet.errors import IntegrityError
+from tunefleet.trainers.checkpoint import MANIFEST, Manifest, hash_folder, verify
+from tunefleet.trainers.run import BestCheckpointCallback, TrialPruned, TrialRequest, run_trial
+
+
+def tiny_config(model: Path, data: Path, **train: Any) -> SweepConfig:
+    return parse_config(
+        {
+            "name": "unit",
+            "model": {"name_or_path": str(model)},
+            "data": {"train": str(data), "test_fraction": 0.2, "max_length": 32},
+            "train": {
+                "epochs": 3,
+                "batch_size": 16,
+                "learning_rate": 3e-3,
+                "logging_steps": 2,
+                **train,
+            },
+        }
+    )
+
+
+def request(tmp_path: Path, **kwargs: Any) -> TrialRequest:
+    return TrialRequest(
+        sweep="unit",
+        number=0,
+        params={"train.learning_rate": 3e-3},
+        checkpoint_dir=tmp_path / "ckpt",
+        work_dir=tmp_path / "work",
+        cache_dir=tmp_path / "cache",
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_trial_keeps_its_best_evaluation_and_checkpoint(
+    tmp_path: Path, tiny_model: Path, sentiment_csv: Path, method: str
+) -> None:
+    from tunefleet.trainers.predict import Predictor
+
+    reported: list[tuple[int, float]] = []
+    outcome = run_trial(
+        tiny_config(tiny_model, sentiment_csv, method=method),
+        request(tmp_path, report=lambda e, v: reported.append((e, v)) or False),
+    )
+    evaluations = [h for h in outcome.history if "eval_accuracy" in h]
+    assert [e for e, _ in reported] == [1, 2, 3]
+    assert [v for _, v in reported] == [h["eval_accuracy"] for h in evaluations]
+    assert outcome.value == max(v for _, v in reported)
+    manifest = Manifest.read(tmp_path / "ckpt")
+    best_epoch = next(e for e, v in reported if v == outcome.value)  # the first epoch reaching it
+    assert (manifest.value, manifest.epoch, manifest.method) == (outcome.value, best_epoch, method)
+    assert manifest.label_names == ("0", "1") and manifest.params == {"train.learning_rate": 3e-3}
+    assert any("loss" in h and "learning_rate" in h and "grad_norm" in h for h in outcome.history)
+    files = set(outcome.checkpoint_sha256 or {})
+    weights = "model.safetensors" if method == "full" else "adapter_model.safetensors"
+    assert {MANIFEST, weights, "tokenizer.json", "tokenizer_config.json"} <= files
+    assert outcome.checkpoint_sha256 == hash_folder(tmp_path / "ckpt")
+    assert {"test_accuracy", "test_f1", "test_loss"} <= set(outcome.metrics)
+    if method == "lora":
+        assert outcome.trainable_parameters < outcome.total_parameters / 2
+        assert not any(name.endswith("model.safetensors") and name != weights for name in files)
+    predictor = Predictor.from_checkpoint(tmp_path / "ckpt")
+    again = Predictor.from_checkpoint(tmp_path / "ckpt")
+    texts = ["the food was wonderful", "never again, awful"]
+    assert torch.equal(
+        torch.from_numpy(predictor.logits(texts)), torch.from_numpy(again.logits(texts))
+    )
+    assert {p.label for p in predictor.predict(texts)} <= {"0", "1"}
+
+
+def test_pruning_stops_training_and_says_so(
+    tmp_path: Path, tiny_model: Path, sentiment_csv: Path
+) -> None:
+    with pytest.raises(TrialPruned) as info:
+        run_trial(
+            tiny_config(tiny_model, sentiment_csv, method="full"),
+            request(tmp_path, report=lambda e, v: True),
+        )
+    outcome = info.value.outcome
+    assert outcome.pruned
+    assert [h["epoch"] for h in outcome.history if "eval_accuracy" in h] == [1.0]
+    assert "test_accuracy" not in outcome.metrics
+
+
+def test_best_checkpoint_callback_writes_only_on_improvement() -> None:
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    writes: list[float] = []
+
+    def write(model: Any, value: float, epoch: float) -> dict[str, str]:
+        writes.append(epoch)
+        return {"f": str(value)}
+
+    for maximize, values, expected_writes, best in (
+        (True, [0.5, 0.8, 0.6], [1.0, 2.0], 0.8),
+        (False, [0.5, 0.8, 0.4], [1.0, 3.0], 0.4),
+        (True, [float("nan"), 0.3, 0.3], [2.0], 0.3),
+    ):
+        writes.clear()
+        callback = BestCheckpointCallback(
+            metric="eval_m", maximize=maximize, write=write, report=None
+        )
+        state, control = TrainerState(), TrainerControl()
+        for epoch, value in enumerate(values, start=1):
+            state.epoch = float(epoch)
+            callback.on_evaluate(
+                TrainingArguments("unused", report_to=[]),
+                state,
+                control,
+                metrics={"eval_m": value},
+                model=None,
+            )
+        assert writes == expected_writes and callback.best.value == best
+
+
+def test_missing_metric_is_named(tmp_path: Path) -> None:
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    callback = BestCheckpointCallback(
+        metric="eval_auc", maximize=True, write=lambda *a: {}, report=None
+    )
+    with pytest.raises(KeyError, match="eval_auc.*eval_accuracy"):
+        callback.on_evaluate(
+            TrainingArguments("unused", report_to=[]),
+            TrainerState(),
+            TrainerControl(),
+            metrics={"eval_accuracy": 1.0},
+        )
+
+
+def test_verify_names_changed_missing_and_extra_files(tmp_path: Path) -> None:
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "a.txt").write_text("a")
+    (folder / "b.txt").write_text("b")
+    hashes = hash_folder(folder)
+    verify(folder, hashes)
+    (folder / "a.txt").write_text("tampered")
+    (folder / "b.txt").unlink()
+    (folder / "c.txt").write_text("c")
+    with pytest.raises(IntegrityError) as info:
+        verify(folder, hashes)
+    assert all(s in str(info.value) for s in ("changed a.txt", "missing b.txt", "unexpected c.txt"))
+    assert json.loads(json.dumps(hashes)) == hashes
