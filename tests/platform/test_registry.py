@@ -101,17 +101,20 @@ def trained(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path,
             "train": {"method": method, "epochs": 1, "learning_rate": 1e-3, "batch_size": 16},
         })
         run_trial(config, TrialRequest(sweep="reg", number=number, params={"method": method},
-                                       checkpoint_dir=root / method, work_dir=root / f"work-{method}"))
+                                       checkpoint_dir=root / method,
+                                       work_dir=root / f"work-{method}"))
         checkpoints[method] = root / method
     return Trained(base=base, checkpoints=checkpoints)
 
 
-@pytest.fixture()
-def sqlite_uri(tmp_path: Path) -> str:
-    """A sqlite store whose experiment keeps its artifacts under tmp (not ./mlruns)."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+@pytest.fixture(scope="module")
+def sqlite_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A sqlite store (shared: creating one takes seconds) whose experiment keeps its artifacts
+    under tmp, not ./mlruns; each test uses its own model names."""
+    root = tmp_path_factory.mktemp("sqlite-store")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
     MlflowClient(tracking_uri=uri).create_experiment(
-        "promotions", artifact_location=(tmp_path / "artifacts").as_uri())
+        "promotions", artifact_location=(root / "artifacts").as_uri())
     return uri
 
 
@@ -181,6 +184,7 @@ def test_alias_moves_to_the_newest_registration(trained: Trained, sqlite_uri: st
     experiment = client.get_experiment_by_name("promotions")
     assert experiment is not None
     trial_run = client.create_run(experiment.experiment_id).info.run_id
+    client.set_terminated(trial_run)  # as a finished trial's run is
 
     first = register_checkpoint(tracking_uri=sqlite_uri, model_name="sentiment", alias="champion",
                                 checkpoint=trained.checkpoints["full"], run_id=trial_run,
@@ -192,12 +196,13 @@ def test_alias_moves_to_the_newest_registration(trained: Trained, sqlite_uri: st
     assert (first.version, second.version) == ("1", "2")
     assert first.uri == second.uri == "models:/sentiment@champion"
     now = client.get_model_version_by_alias("sentiment", "champion")
-    assert now.version == "2" and now.tags["tunefleet.method"] == "lora"
+    assert str(now.version) == "2" and now.tags["tunefleet.method"] == "lora"
     assert client.get_model_version("sentiment", "1").aliases == []
     assert client.get_model_version("sentiment", "1").description == "first"
-    # A given run is used as is: no promotion run, and it is left running.
+    # A given run is used as is: no promotion run, and its status is left alone.
     assert client.get_model_version("sentiment", "1").run_id == trial_run
     assert PROMOTION_TAG not in client.get_run(trial_run).data.tags
+    assert client.get_run(trial_run).info.status == "FINISHED"
     assert client.get_experiment_by_name("unused") is None
 
     model = CheckpointModel()
@@ -208,11 +213,12 @@ def test_alias_moves_to_the_newest_registration(trained: Trained, sqlite_uri: st
 def test_changed_checkpoint_is_not_registered(trained: Trained, sqlite_uri: str) -> None:
     hashes = hash_folder(trained.checkpoints["full"])
     hashes["config.json"] = "0" * 64
-    with pytest.raises(IntegrityError, match="changed config.json"):
+    with pytest.raises(IntegrityError, match=r"changed config\.json"):
         register_checkpoint(tracking_uri=sqlite_uri, model_name="tampered", alias="champion",
                             checkpoint=trained.checkpoints["full"], run_id=None,
                             experiment_name="promotions", sha256=hashes)
-    assert MlflowClient(tracking_uri=sqlite_uri).search_registered_models() == []
+    client = MlflowClient(tracking_uri=sqlite_uri)
+    assert client.search_registered_models(filter_string="name = 'tampered'") == []
 
 
 def _free_port() -> int:
@@ -222,40 +228,57 @@ def _free_port() -> int:
         return port
 
 
-@pytest.fixture()
-def mlflow_server(tmp_path: Path) -> Iterator[str]:
-    """A real ``mlflow server`` (sqlite backend, proxied artifacts under tmp) on 127.0.0.1."""
+@dataclass
+class _Server:
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _server_started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Server]:
+    """Launches ``mlflow server`` as the module starts, so that its start-up (database
+    migrations, workers) overlaps the training; ``mlflow_server`` waits for it."""
+    root = tmp_path_factory.mktemp("mlflow-server")
     port = _free_port()
-    log = (tmp_path / "server.log").open("w")
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "server-artifacts")],
-        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    log = root / "server.log"
+    with log.open("wb") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
+             "--artifacts-destination", str(root / "artifacts")],
+            # Job execution (GenAI jobs: a runner plus seven huey consumers) is not needed here
+            # and would slow start-up and shutdown on a small machine.
+            cwd=root, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
+                           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, (tmp_path / "server.log").read_text()[-4000:]
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "mlflow server did not answer /health in 60 s"
-            time.sleep(0.3)
-        yield url
+        yield _Server(process, f"http://127.0.0.1:{port}", log)
     finally:
-        # The server runs its workers as children; its own session holds only them.
-        os.killpg(server.pid, signal.SIGTERM)
+        # The server runs its workers as children in the session it leads; end just that group.
+        os.killpg(process.pid, signal.SIGTERM)
         try:
-            server.wait(timeout=20)
+            process.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-        log.close()
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture()
+def mlflow_server(_server_started: _Server) -> str:
+    """The URL of the real ``mlflow server`` (sqlite backend, proxied artifacts under tmp)."""
+    server = _server_started
+    deadline = time.monotonic() + 90
+    while True:
+        assert server.process.poll() is None, server.log.read_text()[-4000:]
+        try:
+            with urllib.request.urlopen(f"{server.url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return server.url
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "mlflow server did not answer /health in time"
+        time.sleep(0.3)
 
 
 def test_register_and_load_through_a_tracking_server(

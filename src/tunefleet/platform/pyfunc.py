@@ -46,7 +46,7 @@ class CheckpointModel(PythonModel):
 
     @property
     def predict_type_hints(self) -> _TypeHints:
-        return _TypeHints()
+        return _TypeHints()  # type: ignore[no-untyped-call]
 
     def __init__(self) -> None:
         self._predictor: Predictor | None = None
@@ -63,12 +63,15 @@ class CheckpointModel(PythonModel):
         """Labels and class probabilities of each input text (see the class docstring).
 
         Raises ValueError for a DataFrame without a ``text`` column (naming the columns it has)
-        and TypeError for any other kind of input or a non-string text.
+        and TypeError for any other kind of input or a non-string text, before any model work.
         """
+        texts = _texts(model_input)
         if self._predictor is None:
+            if context is None:
+                raise RuntimeError("CheckpointModel is not loaded: load it with "
+                                   "mlflow.pyfunc.load_model, which calls load_context")
             self.load_context(context)
         assert self._predictor is not None
-        texts = _texts(model_input)
         predictions = self._predictor.predict(texts)
         return pd.DataFrame(
             {

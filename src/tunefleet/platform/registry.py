@@ -137,7 +137,9 @@ def register_checkpoint(
                 verify(_saved_artifact(local, CHECKPOINT_ARTIFACT), expected)
                 client.log_model_artifacts(logged.model_id, str(local))
         except BaseException:
-            client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+            # Report the original error, not a failure to record it.
+            with contextlib.suppress(Exception):
+                client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
             raise
         client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
         client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
@@ -153,15 +155,18 @@ def register_checkpoint(
             description=description, await_creation_for=READY_TIMEOUT_S,
             model_id=logged.model_id,
         )
-        _wait_ready(client, model_name, version.version)
-        client.set_registered_model_alias(model_name, alias, version.version)
+        # The sqlite store gives the version as an int, the REST store as a str.
+        number = str(version.version)
+        _wait_ready(client, model_name, number)
+        client.set_registered_model_alias(model_name, alias, number)
     except BaseException:
         if own_run:
-            client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FAILED))
+            with contextlib.suppress(Exception):
+                client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FAILED))
         raise
     if own_run:
         client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FINISHED))
-    return RegisteredModel(name=model_name, version=str(version.version), alias=alias,
+    return RegisteredModel(name=model_name, version=number, alias=alias,
                            uri=f"models:/{model_name}@{alias}")
 
 
@@ -247,7 +252,7 @@ def _saved_artifact(model_dir: Path, name: str) -> Path:
     # MLflow (3.17) stores an artifact folder under its own basename, not under the artifact's
     # name, and de-duplicates clashes; the MLmodel file records where each one went.
     flavor = Model.load(str(model_dir)).flavors["python_function"]
-    return model_dir / flavor["artifacts"][name]["path"]
+    return model_dir / str(flavor["artifacts"][name]["path"])
 
 
 def _pip_requirements() -> list[str]:

@@ -127,6 +127,12 @@ def run_one(
     """One trial from ask to tell; False if it failed (its slot goes back to the budget)."""
     trial = study.ask()
     beat = Heartbeat(study._storage, trial._trial_id)
+    # Who runs the trial is recorded first, so that a resumed sweep can tell a dead worker's
+    # trial from a live one at once (heartbeats cover the short window before this write).
+    host, pid = socket.gethostname(), os.getpid()
+    trial.set_user_attr("host", host)
+    trial.set_user_attr("pid", pid)
+    store.upsert_trial(options.name, trial.number, state="RUNNING", host=host, pid=pid)
     try:
         return _run_asked(
             study,
