@@ -158,7 +158,9 @@ class SearchConfig(Strict):
 class MlflowConfig(Strict):
     enabled: bool = Field(True, description="Log to MLflow.")
     tracking_uri: str | None = Field(
-        None, description="MLflow tracking URI; null: a sqlite file `mlflow.db` in --out."
+        None,
+        description="MLflow tracking URI; null: $MLFLOW_TRACKING_URI if set, else a sqlite file "
+        "`mlflow.db` in --out.",
     )
 
 

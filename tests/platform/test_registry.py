@@ -32,8 +32,12 @@ from tunefleet.trainers.run import TrialRequest, run_trial
 
 pytestmark = pytest.mark.slow
 
-TEXTS = ["The food was wonderful and the staff friendly.", "Cold fries, rude waiter, never again.",
-         "ok", "Best brunch in town!"]
+TEXTS = [
+    "The food was wonderful and the staff friendly.",
+    "Cold fries, rude waiter, never again.",
+    "ok",
+    "Best brunch in town!",
+]
 
 # Runs in a fresh interpreter that knows only MLFLOW_TRACKING_URI: loads each model URI and
 # records what predict gives for a list, a Series, DataFrames with and without a text column.
@@ -87,22 +91,33 @@ class Trained:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path,
-            sentiment_csv: Path) -> Trained:
+def trained(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, sentiment_csv: Path
+) -> Trained:
     """One real full fine-tuning trial and one LoRA trial on a private copy of the tiny BERT."""
     root = tmp_path_factory.mktemp("registry-trials")
     base = root / "base"
     shutil.copytree(tiny_model, base)
     checkpoints = {}
     for number, method in enumerate(("full", "lora")):
-        config = parse_config({
-            "name": "reg", "model": {"name_or_path": str(base)},
-            "data": {"train": str(sentiment_csv), "test_fraction": 0.0, "max_length": 32},
-            "train": {"method": method, "epochs": 1, "learning_rate": 1e-3, "batch_size": 16},
-        })
-        run_trial(config, TrialRequest(sweep="reg", number=number, params={"method": method},
-                                       checkpoint_dir=root / method,
-                                       work_dir=root / f"work-{method}"))
+        config = parse_config(
+            {
+                "name": "reg",
+                "model": {"name_or_path": str(base)},
+                "data": {"train": str(sentiment_csv), "test_fraction": 0.0, "max_length": 32},
+                "train": {"method": method, "epochs": 1, "learning_rate": 1e-3, "batch_size": 16},
+            }
+        )
+        run_trial(
+            config,
+            TrialRequest(
+                sweep="reg",
+                number=number,
+                params={"method": method},
+                checkpoint_dir=root / method,
+                work_dir=root / f"work-{method}",
+            ),
+        )
         checkpoints[method] = root / method
     return Trained(base=base, checkpoints=checkpoints)
 
@@ -114,18 +129,28 @@ def sqlite_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     root = tmp_path_factory.mktemp("sqlite-store")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     MlflowClient(tracking_uri=uri).create_experiment(
-        "promotions", artifact_location=(root / "artifacts").as_uri())
+        "promotions", artifact_location=(root / "artifacts").as_uri()
+    )
     return uri
 
 
 def _load_elsewhere(tracking_uri: str, uris: list[str], tmp_path: Path) -> dict[str, Any]:
     out = tmp_path / "loaded.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env.update(MLFLOW_TRACKING_URI=tracking_uri, MLFLOW_DISABLE_TELEMETRY="true",
-               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    done = subprocess.run([sys.executable, "-c", _LOADER, json.dumps(uris), json.dumps(TEXTS),
-                           str(out)], env=env, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=180)
+    env.update(
+        MLFLOW_TRACKING_URI=tracking_uri,
+        MLFLOW_DISABLE_TELEMETRY="true",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", _LOADER, json.dumps(uris), json.dumps(TEXTS), str(out)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     result: dict[str, Any] = json.loads(out.read_text())
     return result
@@ -139,16 +164,23 @@ def _assert_same(actual: list[list[Any]], expected: list[list[Any]]) -> None:
 
 
 def test_registered_checkpoints_predict_like_the_checkpoints(
-        trained: Trained, sqlite_uri: str, tmp_path: Path) -> None:
+    trained: Trained, sqlite_uri: str, tmp_path: Path
+) -> None:
     registered = {
         method: register_checkpoint(
-            tracking_uri=sqlite_uri, model_name=f"sentiment-{method}", alias="champion",
-            checkpoint=trained.checkpoints[method], run_id=None, experiment_name="promotions",
-            sha256=hash_folder(trained.checkpoints[method]))
+            tracking_uri=sqlite_uri,
+            model_name=f"sentiment-{method}",
+            alias="champion",
+            checkpoint=trained.checkpoints[method],
+            run_id=None,
+            experiment_name="promotions",
+            sha256=hash_folder(trained.checkpoints[method]),
+        )
         for method in ("full", "lora")
     }
     assert registered["lora"] == RegisteredModel(
-        name="sentiment-lora", version="1", alias="champion", uri="models:/sentiment-lora@champion")
+        name="sentiment-lora", version="1", alias="champion", uri="models:/sentiment-lora@champion"
+    )
     expected = {method: trained.expected(method) for method in registered}
 
     # The LoRA adapter and the full model load without the folders they were trained in.
@@ -170,10 +202,12 @@ def test_registered_checkpoints_predict_like_the_checkpoints(
     assert version.tags["tunefleet.method"] == "lora"
     assert version.tags["tunefleet.metric"] == "eval_accuracy"
     assert 0.0 <= float(version.tags["tunefleet.value"]) <= 1.0
+    assert version.run_id is not None
     run = client.get_run(version.run_id)
     assert run.data.tags[PROMOTION_TAG] == "true"
     assert run.info.status == "FINISHED"
     logged_model = version.tags["tunefleet.logged_model"]
+    assert run.outputs is not None
     assert logged_model in [o.model_id for o in run.outputs.model_outputs]
     assert client.get_logged_model(logged_model).status == "READY"
     assert version.source == client.get_logged_model(logged_model).artifact_location
@@ -186,12 +220,23 @@ def test_alias_moves_to_the_newest_registration(trained: Trained, sqlite_uri: st
     trial_run = client.create_run(experiment.experiment_id).info.run_id
     client.set_terminated(trial_run)  # as a finished trial's run is
 
-    first = register_checkpoint(tracking_uri=sqlite_uri, model_name="sentiment", alias="champion",
-                                checkpoint=trained.checkpoints["full"], run_id=trial_run,
-                                experiment_name="unused", description="first")
-    second = register_checkpoint(tracking_uri=sqlite_uri, model_name="sentiment",
-                                 alias="champion", checkpoint=trained.checkpoints["lora"],
-                                 run_id=None, experiment_name="promotions")
+    first = register_checkpoint(
+        tracking_uri=sqlite_uri,
+        model_name="sentiment",
+        alias="champion",
+        checkpoint=trained.checkpoints["full"],
+        run_id=trial_run,
+        experiment_name="unused",
+        description="first",
+    )
+    second = register_checkpoint(
+        tracking_uri=sqlite_uri,
+        model_name="sentiment",
+        alias="champion",
+        checkpoint=trained.checkpoints["lora"],
+        run_id=None,
+        experiment_name="promotions",
+    )
 
     assert (first.version, second.version) == ("1", "2")
     assert first.uri == second.uri == "models:/sentiment@champion"
@@ -214,9 +259,15 @@ def test_changed_checkpoint_is_not_registered(trained: Trained, sqlite_uri: str)
     hashes = hash_folder(trained.checkpoints["full"])
     hashes["config.json"] = "0" * 64
     with pytest.raises(IntegrityError, match=r"changed config\.json"):
-        register_checkpoint(tracking_uri=sqlite_uri, model_name="tampered", alias="champion",
-                            checkpoint=trained.checkpoints["full"], run_id=None,
-                            experiment_name="promotions", sha256=hashes)
+        register_checkpoint(
+            tracking_uri=sqlite_uri,
+            model_name="tampered",
+            alias="champion",
+            checkpoint=trained.checkpoints["full"],
+            run_id=None,
+            experiment_name="promotions",
+            sha256=hashes,
+        )
     client = MlflowClient(tracking_uri=sqlite_uri)
     assert client.search_registered_models(filter_string="name = 'tampered'") == []
 
@@ -244,14 +295,34 @@ def _server_started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Serve
     log = root / "server.log"
     with log.open("wb") as handle:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-             "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-             "--artifacts-destination", str(root / "artifacts")],
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"sqlite:///{root / 'server.db'}",
+                "--artifacts-destination",
+                str(root / "artifacts"),
+            ],
             # Job execution (GenAI jobs: a runner plus seven huey consumers) is not needed here
             # and would slow start-up and shutdown on a small machine.
-            cwd=root, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
-                           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-            stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+            cwd=root,
+            env={
+                **os.environ,
+                "MLFLOW_DISABLE_TELEMETRY": "true",
+                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            },
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         yield _Server(process, f"http://127.0.0.1:{port}", log)
     finally:
@@ -282,10 +353,16 @@ def mlflow_server(_server_started: _Server) -> str:
 
 
 def test_register_and_load_through_a_tracking_server(
-        trained: Trained, mlflow_server: str, tmp_path: Path) -> None:
-    model = register_checkpoint(tracking_uri=mlflow_server, model_name="sentiment-http",
-                                alias="champion", checkpoint=trained.checkpoints["lora"],
-                                run_id=None, experiment_name="promotions-http")
+    trained: Trained, mlflow_server: str, tmp_path: Path
+) -> None:
+    model = register_checkpoint(
+        tracking_uri=mlflow_server,
+        model_name="sentiment-http",
+        alias="champion",
+        checkpoint=trained.checkpoints["lora"],
+        run_id=None,
+        experiment_name="promotions-http",
+    )
     assert model.uri == "models:/sentiment-http@champion"
 
     expected = trained.expected("lora")
@@ -294,4 +371,4 @@ def test_register_and_load_through_a_tracking_server(
     _assert_same(loaded[model.uri]["list"], expected)
     _assert_same(loaded[model.uri]["frame"], expected)
     version = MlflowClient(tracking_uri=mlflow_server).get_model_version("sentiment-http", "1")
-    assert version.source.startswith("mlflow-artifacts:/")  # proxied by the server
+    assert (version.source or "").startswith("mlflow-artifacts:/")  # proxied by the server

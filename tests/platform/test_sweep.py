@@ -23,8 +23,13 @@ from tunefleet.trainers.checkpoint import hash_folder
 
 pytestmark = pytest.mark.slow
 
-ENV = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1",
-       "PYTHONUNBUFFERED": "1"}
+ENV = {
+    **os.environ,
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "WANDB_MODE": "offline",
+    "HF_HUB_OFFLINE": "1",
+    "PYTHONUNBUFFERED": "1",
+}
 
 
 def sweep_config(tmp_path: Path, model: Path, data: Path, name: str, **search: Any) -> Path:
@@ -33,10 +38,18 @@ def sweep_config(tmp_path: Path, model: Path, data: Path, name: str, **search: A
         "model": {"name_or_path": str(model)},
         "data": {"train": str(data), "test_fraction": 0.2, "max_length": 32},
         "train": {"epochs": 2, "batch_size": 16, "learning_rate": 3e-3, "logging_steps": 2},
-        "search": {"trials": 3, "sampler": "random", "pruner": "none", "metric": "eval_accuracy",
-                   "space": {"train.method": {"choices": ["full", "lora"]},
-                             "train.learning_rate": {"low": 1e-3, "high": 5e-3, "log": True},
-                             "train.lora.r": {"choices": [2, 4]}}, **search},
+        "search": {
+            "trials": 3,
+            "sampler": "random",
+            "pruner": "none",
+            "metric": "eval_accuracy",
+            "space": {
+                "train.method": {"choices": ["full", "lora"]},
+                "train.learning_rate": {"low": 1e-3, "high": 5e-3, "log": True},
+                "train.lora.r": {"choices": [2, 4]},
+            },
+            **search,
+        },
         "tracking": {"mlflow": {"enabled": True}, "wandb": {"enabled": True, "mode": "offline"}},
     }
     path = tmp_path / f"{name}.yaml"
@@ -45,22 +58,37 @@ def sweep_config(tmp_path: Path, model: Path, data: Path, name: str, **search: A
 
 
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tunefleet", *args], capture_output=True, text=True,
-                          env=ENV, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "tunefleet", *args],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, sentiment_csv: Path) -> dict[str, Any]:
+def swept(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, sentiment_csv: Path
+) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("sweep")
     out = tmp / "runs"
-    result = cli("sweep", str(sweep_config(tmp, tiny_model, sentiment_csv, "e2e")), "--out", str(out),
-                 "--workers", "2")
+    result = cli(
+        "sweep",
+        str(sweep_config(tmp, tiny_model, sentiment_csv, "e2e")),
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return {"out": out, "tmp": tmp, "stdout": result.stdout}
 
 
 def test_optuna_has_exactly_the_budget_of_finished_trials(swept: dict[str, Any]) -> None:
-    study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{swept['out'] / 'tunefleet.db'}")
+    study = optuna.load_study(
+        study_name="e2e", storage=f"sqlite:///{swept['out'] / 'tunefleet.db'}"
+    )
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
     workers = {t.user_attrs["pid"] for t in study.trials}
     assert len(workers) == 2, "both workers should have taken trials"
@@ -108,7 +136,9 @@ def test_wandb_wrote_one_offline_run_per_trial_with_every_point(swept: dict[str,
 
 
 def test_store_holds_best_params_and_checkpoint_hashes(swept: dict[str, Any]) -> None:
-    study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{swept['out'] / 'tunefleet.db'}")
+    study = optuna.load_study(
+        study_name="e2e", storage=f"sqlite:///{swept['out'] / 'tunefleet.db'}"
+    )
     store = Store(f"sqlite:///{swept['out'] / 'tunefleet.db'}")
     best = store.best("e2e")
     assert best is not None and best.number == study.best_trial.number
@@ -119,7 +149,9 @@ def test_store_holds_best_params_and_checkpoint_hashes(swept: dict[str, Any]) ->
         assert trial.metrics["eval_accuracy"] == trial.value
         assert {"test_accuracy", "test_f1"} <= set(trial.metrics)
     assert f"best trial {best.number}" in swept["stdout"] and "held-out test" in swept["stdout"]
-    assert "mlflow ui --backend-store-uri" in swept["stdout"] and "optuna-dashboard" in swept["stdout"]
+    assert (
+        "mlflow ui --backend-store-uri" in swept["stdout"] and "optuna-dashboard" in swept["stdout"]
+    )
 
 
 def test_status_json(swept: dict[str, Any]) -> None:
@@ -127,7 +159,16 @@ def test_status_json(swept: dict[str, Any]) -> None:
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
     assert status["name"] == "e2e" and len(status["trials"]) == 3
-    keys = {"number", "state", "params", "value", "mlflow_run_id", "wandb_run_id", "checkpoint", "seconds"}
+    keys = {
+        "number",
+        "state",
+        "params",
+        "value",
+        "mlflow_run_id",
+        "wandb_run_id",
+        "checkpoint",
+        "seconds",
+    }
     assert all(set(t) == keys for t in status["trials"])
     best = max(status["trials"], key=lambda t: t["value"])
     assert status["best"]["value"] == best["value"]
@@ -161,10 +202,17 @@ def test_promote_then_predict_and_load_with_mlflow(swept: dict[str, Any]) -> Non
     assert by_alias.returncode == 0, by_alias.stderr
     assert by_alias.stdout == by_folder.stdout
     predicted = [json.loads(line) for line in by_alias.stdout.splitlines()]
-    code = ("import json, mlflow; m = mlflow.pyfunc.load_model('models:/e2e@champion'); "
-            f"frame = m.predict({texts!r}); print(json.dumps(frame.to_dict(orient='records')))")
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                            env={**ENV, "MLFLOW_TRACKING_URI": f"sqlite:///{swept['out'] / 'mlflow.db'}"})
+    code = (
+        "import json, mlflow; m = mlflow.pyfunc.load_model('models:/e2e@champion'); "
+        f"frame = m.predict({texts!r}); print(json.dumps(frame.to_dict(orient='records')))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**ENV, "MLFLOW_TRACKING_URI": f"sqlite:///{swept['out'] / 'mlflow.db'}"},
+    )
     assert loaded.returncode == 0, loaded.stderr
     rows = json.loads(loaded.stdout.splitlines()[-1])
     assert [r["label"] for r in rows] == [p["label"] for p in predicted]
@@ -179,8 +227,16 @@ def test_promote_refuses_a_tampered_checkpoint(swept: dict[str, Any]) -> None:
     original = manifest.read_text()
     manifest.write_text(original.replace('"method"', '"method" ', 1))
     try:
-        result = cli("promote", "e2e", "--out", str(swept["out"]), "--trial", str(worst.number),
-                     "--alias", "tampered")
+        result = cli(
+            "promote",
+            "e2e",
+            "--out",
+            str(swept["out"]),
+            "--trial",
+            str(worst.number),
+            "--alias",
+            "tampered",
+        )
     finally:
         manifest.write_text(original)
     assert result.returncode == 2
@@ -191,9 +247,13 @@ def test_promote_refuses_a_tampered_checkpoint(swept: dict[str, Any]) -> None:
 def test_resume_after_a_killed_sweep(tmp_path: Path, tiny_model: Path, sentiment_csv: Path) -> None:
     config = sweep_config(tmp_path, tiny_model, sentiment_csv, "resume", trials=3)
     out, db = tmp_path / "runs", f"sqlite:///{tmp_path / 'runs' / 'tunefleet.db'}"
-    proc = subprocess.Popen([sys.executable, "-m", "tunefleet", "sweep", str(config), "--out", str(out)],
-                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tunefleet", "sweep", str(config), "--out", str(out)],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 240
     try:
         while time.time() < deadline:
@@ -227,4 +287,7 @@ def test_resume_after_a_killed_sweep(tmp_path: Path, tiny_model: Path, sentiment
     config.write_text(yaml.safe_dump(changed))
     refused = cli("sweep", str(config), "--out", str(out))
     assert refused.returncode == 2
-    assert "already exists with a different config" in refused.stderr and "train.epochs" in refused.stderr
+    assert (
+        "already exists with a different config" in refused.stderr
+        and "train.epochs" in refused.stderr
+    )

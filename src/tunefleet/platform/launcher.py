@@ -10,8 +10,8 @@ import subprocess
 import sys
 import time
 import warnings
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna

@@ -68,8 +68,10 @@ class CheckpointModel(PythonModel):
         texts = _texts(model_input)
         if self._predictor is None:
             if context is None:
-                raise RuntimeError("CheckpointModel is not loaded: load it with "
-                                   "mlflow.pyfunc.load_model, which calls load_context")
+                raise RuntimeError(
+                    "CheckpointModel is not loaded: load it with "
+                    "mlflow.pyfunc.load_model, which calls load_context"
+                )
             self.load_context(context)
         assert self._predictor is not None
         predictions = self._predictor.predict(texts)
@@ -129,7 +131,6 @@ def _texts(model_input: Any) -> list[str]:
     bad = [i for i, v in enumerate(values) if not isinstance(v, str)]
     if bad:
         raise TypeError(
-            f"CheckpointModel texts must be str; item {bad[0]} is "
-            f"{type(values[bad[0]]).__name__}"
+            f"CheckpointModel texts must be str; item {bad[0]} is {type(values[bad[0]]).__name__}"
         )
     return list(values)

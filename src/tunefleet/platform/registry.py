@@ -41,8 +41,19 @@ READY_TIMEOUT_S = 300
 
 # What loading the model imports besides tunefleet itself (which travels as code, see
 # ``_save_pyfunc``). Explicit, so MLflow does not load the model to infer them.
-RUNTIME_PACKAGES = ("mlflow", "cloudpickle", "torch", "transformers", "peft", "safetensors",
-                    "tokenizers", "pydantic", "pyyaml", "numpy", "pandas")
+RUNTIME_PACKAGES = (
+    "mlflow",
+    "cloudpickle",
+    "torch",
+    "transformers",
+    "peft",
+    "safetensors",
+    "tokenizers",
+    "pydantic",
+    "pyyaml",
+    "numpy",
+    "pandas",
+)
 
 # Methods whose checkpoint is a whole model; any other method's checkpoint holds only what it
 # trained and is restored onto the pretrained body, so that body is registered with it.
@@ -124,16 +135,26 @@ def register_checkpoint(
             "tunefleet.value": repr(manifest.value),
         }
         logged = client.create_logged_model(
-            experiment_id=experiment_id, name=MODEL_ARTIFACT_NAME, source_run_id=run_id,
-            tags=tags, model_type="tunefleet-classifier",
+            experiment_id=experiment_id,
+            name=MODEL_ARTIFACT_NAME,
+            source_run_id=run_id,
+            tags=tags,
+            model_type="tunefleet-classifier",
         )
         try:
             with tempfile.TemporaryDirectory(prefix="tunefleet-register-") as tmp:
                 local = Path(tmp) / MODEL_ARTIFACT_NAME
-                _save_pyfunc(local, checkpoint=checkpoint, base_model=_bundled_base(manifest),
-                             mlflow_model=Model(artifact_path=logged.artifact_location,
-                                                run_id=run_id, model_uuid=logged.model_id,
-                                                model_id=logged.model_id))
+                _save_pyfunc(
+                    local,
+                    checkpoint=checkpoint,
+                    base_model=_bundled_base(manifest),
+                    mlflow_model=Model(
+                        artifact_path=logged.artifact_location,
+                        run_id=run_id,
+                        model_uuid=logged.model_id,
+                        model_id=logged.model_id,
+                    ),
+                )
                 verify(_saved_artifact(local, CHECKPOINT_ARTIFACT), expected)
                 client.log_model_artifacts(logged.model_id, str(local))
         except BaseException:
@@ -149,10 +170,13 @@ def register_checkpoint(
         # registry store resolves a models:/ source through the process-global tracking URI
         # (MLflow 3.17, SqlAlchemyStore.create_model_version), which we must not rely on.
         version = client.create_model_version(
-            name=model_name, source=logged.artifact_location, run_id=run_id,
+            name=model_name,
+            source=logged.artifact_location,
+            run_id=run_id,
             # The sqlite registry store does not keep model_id; the tag does, in every store.
             tags={**tags, "tunefleet.logged_model": logged.model_id},
-            description=description, await_creation_for=READY_TIMEOUT_S,
+            description=description,
+            await_creation_for=READY_TIMEOUT_S,
             model_id=logged.model_id,
         )
         # The sqlite store gives the version as an int, the REST store as a str.
@@ -166,8 +190,9 @@ def register_checkpoint(
         raise
     if own_run:
         client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FINISHED))
-    return RegisteredModel(name=model_name, version=number, alias=alias,
-                           uri=f"models:/{model_name}@{alias}")
+    return RegisteredModel(
+        name=model_name, version=number, alias=alias, uri=f"models:/{model_name}@{alias}"
+    )
 
 
 def _experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
@@ -205,8 +230,10 @@ def _wait_ready(client: MlflowClient, name: str, version: str) -> None:
         if status == "FAILED_REGISTRATION":
             raise MlflowException(f"model version {name}/{version} failed registration")
         if time.monotonic() > deadline:
-            raise MlflowException(f"model version {name}/{version} not READY after "
-                                  f"{READY_TIMEOUT_S}s (status {status})")
+            raise MlflowException(
+                f"model version {name}/{version} not READY after "
+                f"{READY_TIMEOUT_S}s (status {status})"
+            )
         time.sleep(0.5)
 
 
@@ -225,8 +252,9 @@ def _bundled_base(manifest: Manifest) -> Path | None:
     return resolved
 
 
-def _save_pyfunc(path: Path, *, checkpoint: Path, base_model: Path | None,
-                 mlflow_model: Model) -> None:
+def _save_pyfunc(
+    path: Path, *, checkpoint: Path, base_model: Path | None, mlflow_model: Model
+) -> None:
     import mlflow.pyfunc
 
     import tunefleet

@@ -26,17 +26,20 @@ log = logging.getLogger(__name__)
 
 
 def mlflow_uri(config: SweepConfig, layout: Layout) -> str:
-    return config.tracking.mlflow.tracking_uri or default_tracking_uri(layout.out)
+    """The config's URI, else ``MLFLOW_TRACKING_URI`` (as MLflow users expect), else the
+    embedded default: a sqlite file in ``--out``."""
+    configured = config.tracking.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    return configured or default_tracking_uri(layout.out)
 
 
 def start_sweep_tracking(config: SweepConfig, layout: Layout) -> tuple[str, str] | None:
     """(experiment id, parent run id) of a new sweep's MLflow parent run, or None if disabled."""
     if not config.tracking.mlflow.enabled:
         return None
-    client = make_client(mlflow_uri(config, layout))
-    artifacts = None
-    if config.tracking.mlflow.tracking_uri is None:
-        artifacts = layout.mlflow_artifacts.as_uri()
+    uri = mlflow_uri(config, layout)
+    client = make_client(uri)
+    # A local store keeps its artifacts beside it; a server decides for itself.
+    artifacts = layout.mlflow_artifacts.as_uri() if uri.startswith("sqlite") else None
     experiment_id = ensure_experiment(client, config.name, artifact_location=artifacts)
     params = flatten(config.model_dump(mode="json", exclude={"search": {"space"}}))
     return experiment_id, start_parent_run(
