@@ -122,6 +122,18 @@ def through_tunefleet(config, work: Path) -> float:  # type: ignore[no-untyped-d
     return time.perf_counter() - started
 
 
+def without_tracking(config, work: Path) -> float:  # type: ignore[no-untyped-def]
+    """tunefleet's training path with both trackers off: what the checkpointing costs alone."""
+    off = config.model_copy(
+        update={
+            "tracking": config.tracking.model_validate(
+                {"mlflow": {"enabled": False}, "wandb": {"enabled": False}}
+            )
+        }
+    )
+    return through_tunefleet(off, work)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -139,19 +151,29 @@ def main() -> None:
         lines = DATA.read_text(encoding="utf-8").splitlines(keepends=True)
         data.write_text("".join(lines[: args.rows + 1]), encoding="utf-8")
         config = config_for(args, data)
-        times: dict[str, list[float]] = {"bare": [], "tunefleet": []}
+        sides = (
+            ("bare", bare_trainer),
+            ("untracked", without_tracking),
+            ("tunefleet", through_tunefleet),
+        )
+        times: dict[str, list[float]] = {side: [] for side, _ in sides}
         for repeat in range(args.repeats):
-            for side, run in (("bare", bare_trainer), ("tunefleet", through_tunefleet)):
+            for side, run in sides:
                 work = Path(tempfile.mkdtemp(dir=tmp))
                 times[side].append(run(config, work))
                 print(f"repeat {repeat}: {side:9s} {times[side][-1]:7.2f}s", flush=True)
     bare, ours = statistics.median(times["bare"]), statistics.median(times["tunefleet"])
+    untracked = statistics.median(times["untracked"])
     print(
         f"\nmodel {args.model}, {args.rows} rows, {args.epochs} epoch(s), torch threads "
         f"{__import__('torch').get_num_threads()}, python {sys.version.split()[0]}"
     )
     print(f"bare HF Trainer (report_to=[]): median {bare:.2f}s")
-    print(f"tunefleet trial (MLflow + W&B offline + checkpoint): median {ours:.2f}s")
+    print(
+        f"tunefleet, trackers off (best checkpoint only): median {untracked:.2f}s "
+        f"= {untracked / bare:.3f}x bare"
+    )
+    print(f"tunefleet trial (MLflow sqlite + W&B offline + checkpoint): median {ours:.2f}s")
     print(f"ratio tunefleet / bare: {ours / bare:.3f}x")
 
 

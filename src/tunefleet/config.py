@@ -73,7 +73,7 @@ class DataConfig(Strict):
 
 class LoraConfig(Strict):
     r: int = Field(8, ge=1, le=1024, description="LoRA rank.")
-    alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    alpha: int = Field(16, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the LoRA input.")
     target_modules: list[str] | None = Field(
         None, description="Module names to adapt; null: peft's default for the architecture."
@@ -223,7 +223,8 @@ def _check_dimension(config: SweepConfig, path: str, dim: Dimension) -> Iterator
         if annotation not in (int, float):
             yield (
                 path,
-                f"a low/high range needs a numeric field, but this field is {_type_name(annotation)}; use `choices`",
+                f"a low/high range needs a numeric field, but this field is "
+                f"{_type_name(annotation)}; use `choices`",
             )
         elif annotation is int and not (
             float(dim.low or 0).is_integer() and float(dim.high or 0).is_integer()

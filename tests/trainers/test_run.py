@@ -133,7 +133,7 @@ def test_missing_metric_is_named(tmp_path: Path) -> None:
     callback = BestCheckpointCallback(
         metric="eval_auc", maximize=True, write=lambda *a: {}, report=None
     )
-    with pytest.raises(KeyError, match="eval_auc.*eval_accuracy"):
+    with pytest.raises(KeyError, match=r"eval_auc.*eval_accuracy"):
         callback.on_evaluate(
             TrainingArguments("unused", report_to=[]),
             TrainerState(),

@@ -179,7 +179,8 @@ def progress_line(study: optuna.Study, budget: int, started: float) -> str:
     count = {state: sum(t.state == state for t in trials) for state in TrialState}
     done = count[TrialState.COMPLETE] + count[TrialState.PRUNED]
     line = (
-        f"[{time.time() - started:5.0f}s] done {done}/{budget} · running {count[TrialState.RUNNING]}"
+        f"[{time.time() - started:5.0f}s] done {done}/{budget}"
+        f" · running {count[TrialState.RUNNING]}"
         f" · pruned {count[TrialState.PRUNED]} · failed {count[TrialState.FAIL]}"
     )
     if count[TrialState.COMPLETE]:

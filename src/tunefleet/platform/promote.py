@@ -61,7 +61,8 @@ def promote(
             checkpoint=folder,
             run_id=record.mlflow_run_id,
             experiment_name=name,
-            description=f"tunefleet sweep {name}, trial {trial}: {view.config.search.metric} = {record.value}",
+            description=f"tunefleet sweep {name}, trial {trial}: "
+            f"{view.config.search.metric} = {record.value}",
         )
         version, uri = registered.version, registered.uri
     store.record_promotion(
@@ -85,7 +86,8 @@ def describe(promotion: Promotion) -> str:
         lines += [
             "load it:",
             f'  MLFLOW_TRACKING_URI={promotion.tracking_uri} python -c "import mlflow; '
-            f"m = mlflow.pyfunc.load_model('{promotion.model_uri}'); print(m.predict(['great food']))\"",
+            f"m = mlflow.pyfunc.load_model('{promotion.model_uri}'); "
+            "print(m.predict(['great food']))\"",
         ]
     lines.append(f"  tunefleet predict {promotion.name}@{promotion.alias} 'great food'")
     return "\n".join(lines)

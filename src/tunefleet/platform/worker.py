@@ -49,8 +49,8 @@ def quiet_libraries() -> None:
     deliberately (heartbeats with ask/tell, experimental sampler options) are noise to a user."""
     import transformers
 
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", message=".*Heartbeat of storage.*")
@@ -200,7 +200,8 @@ def _run_asked(
         if isinstance(exc, KeyboardInterrupt):
             study.tell(trial, state=TrialState.FAIL)
             raise
-        log.exception("trial %d failed", number)
+        if not isinstance(exc, TunefleetError):  # a user's mistake needs its message, not a trace
+            log.exception("trial %d failed", number)
         return _fail(study, store, trial, options, f"{type(exc).__name__}: {exc}", params)
     finally:
         shutil.rmtree(request.work_dir, ignore_errors=True)

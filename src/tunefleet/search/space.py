@@ -64,7 +64,7 @@ def grid(config: SweepConfig) -> dict[str, list[Any]]:
                 f"for a float range ({dim.low}..{dim.high})"
             )
         step = dim.step or 1
-        count = int(round((dim.high - dim.low) / step)) + 1
+        count = round((dim.high - dim.low) / step) + 1
         values = [dim.low + i * step for i in range(count)]
         out[path] = [int(v) for v in values] if integer else values
     return out

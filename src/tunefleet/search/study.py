@@ -91,12 +91,16 @@ def make_storage(url: str) -> RDBStorage:
 def open_study(
     config: SweepConfig, *, storage: RDBStorage, worker: int = 0, create: bool = False
 ) -> optuna.Study:
-    kwargs = {
-        "study_name": config.name,
-        "storage": storage,
-        "sampler": make_sampler(config, worker=worker),
-        "pruner": make_pruner(config),
-    }
+    sampler, pruner = make_sampler(config, worker=worker), make_pruner(config)
     if create:
-        return optuna.create_study(direction=config.search.direction, load_if_exists=True, **kwargs)
-    return optuna.load_study(**kwargs)
+        return optuna.create_study(
+            study_name=config.name,
+            storage=storage,
+            sampler=sampler,
+            pruner=pruner,
+            direction=config.search.direction,
+            load_if_exists=True,
+        )
+    return optuna.load_study(
+        study_name=config.name, storage=storage, sampler=sampler, pruner=pruner
+    )

@@ -61,7 +61,7 @@ class WandbSink:
                 id=self.run_id,
                 config=dict(self.info.params),
                 mode=self.mode,
-                dir=str(self.directory),  # type: ignore[arg-type]
+                dir=str(self.directory),
                 reinit="create_new",
                 settings=wandb.Settings(
                     silent=True,

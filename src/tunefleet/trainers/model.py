@@ -49,7 +49,7 @@ def resolve_model(name_or_path: str) -> str:
 
 
 def load_tokenizer(resolved: str) -> PreTrainedTokenizerBase:
-    return AutoTokenizer.from_pretrained(resolved)  # type: ignore[no-any-return]
+    return AutoTokenizer.from_pretrained(resolved)
 
 
 def load_classifier(resolved: str, label_names: Sequence[str]) -> PreTrainedModel:

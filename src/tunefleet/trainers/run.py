@@ -32,12 +32,12 @@ from transformers import (
 
 from tunefleet.config import SweepConfig, TrainConfig
 from tunefleet.trainers.checkpoint import Manifest, write_checkpoint
-from tunefleet.trainers.data import Splits, load_splits
+from tunefleet.trainers.data import Splits, Table, load_splits
 from tunefleet.trainers.methods import Method, get_method
 from tunefleet.trainers.metrics import classification_metrics, cross_entropy
 from tunefleet.trainers.model import load_classifier, load_tokenizer, resolve_model
 from tunefleet.trainers.predict import batched_logits
-from tunefleet.trainers.tokens import encode
+from tunefleet.trainers.tokens import EncodedDataset, encode
 
 Reporter = Callable[[int, float], bool]
 """Called with (epoch, objective value) after each evaluation; True asks to stop (prune)."""
@@ -204,14 +204,16 @@ def run_trial(config: SweepConfig, request: TrialRequest) -> TrialOutcome:
     model = method.prepare(load_classifier(resolved, splits.label_names), config.train)
     trainable, total = count_parameters(model)
 
-    encode_kwargs = {
-        "tokenizer": tokenizer,
-        "label_names": splits.label_names,
-        "max_length": config.data.max_length,
-        "cache_dir": request.cache_dir,
-    }
-    train_set = encode(splits.train, **encode_kwargs)
-    eval_set = encode(splits.eval, **encode_kwargs)
+    def encoded(table: Table) -> EncodedDataset:
+        return encode(
+            table,
+            tokenizer=tokenizer,
+            label_names=splits.label_names,
+            max_length=config.data.max_length,
+            cache_dir=request.cache_dir,
+        )
+
+    train_set, eval_set = encoded(splits.train), encoded(splits.eval)
     maximize = config.search.direction == "maximize"
     checkpoint = BestCheckpointCallback(
         metric=config.search.metric,
@@ -249,8 +251,8 @@ def run_trial(config: SweepConfig, request: TrialRequest) -> TrialOutcome:
     outcome = TrialOutcome(
         value=best.value,
         best_epoch=best.epoch,
-        metrics=metrics,
-        history=[dict(entry) for entry in trainer.state.log_history],
+        metrics={k: v for k, v in metrics.items() if math.isfinite(v)},
+        history=[_finite(entry) for entry in trainer.state.log_history],
         checkpoint=request.checkpoint_dir if best.hashes is not None else None,
         checkpoint_sha256=best.hashes,
         seconds=time.perf_counter() - started,
@@ -261,6 +263,13 @@ def run_trial(config: SweepConfig, request: TrialRequest) -> TrialOutcome:
     if checkpoint.pruned:
         raise TrialPruned(outcome)
     return outcome
+
+
+def _finite(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A log entry with diverged values (NaN, inf) as None: they are facts, not JSON numbers."""
+    return {
+        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in entry.items()
+    }
 
 
 def _checkpoint_writer(

@@ -13,6 +13,7 @@ from torch import nn
 from transformers import PreTrainedModel, TrainerCallback
 
 from tunefleet.config import TrainConfig
+from tunefleet.errors import ConfigError
 from tunefleet.trainers.methods.base import BaseFactory
 from tunefleet.trainers.methods.registry import register
 
@@ -31,12 +32,25 @@ class Lora:
             target_modules=list(settings.target_modules) if settings.target_modules else None,
         )
         try:
-            return get_peft_model(model, peft_config)  # type: ignore[no-any-return]
+            return get_peft_model(model, peft_config)
         except ValueError as exc:
             # peft knows no default targets for this architecture, or a name matched nothing.
-            from tunefleet.errors import ConfigError
-
-            raise ConfigError([("train.lora.target_modules", str(exc))]) from None
+            linear = sorted(
+                {
+                    name.rsplit(".", 1)[-1]
+                    for name, module in model.named_modules()
+                    if isinstance(module, nn.Linear)
+                }
+            )
+            raise ConfigError(
+                [
+                    (
+                        "train.lora.target_modules",
+                        f"{settings.target_modules} adapted "
+                        f"nothing ({exc}); linear modules of this model: {', '.join(linear)}",
+                    )
+                ]
+            ) from None
 
     def save(self, model: nn.Module, folder: Path) -> None:
         model.save_pretrained(folder, safe_serialization=True)  # type: ignore[operator]
