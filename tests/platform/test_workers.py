@@ -28,8 +28,12 @@ def write_config(tmp_path: Path, model: Path, data: Path, name: str, **train: ob
         "model": {"name_or_path": str(model)},
         "data": {"train": str(data), "max_length": 32},
         "train": {"epochs": 1, "batch_size": 32, "learning_rate": 3e-3, **train},
-        "search": {"trials": 4, "sampler": "random", "pruner": "none",
-                   "space": {"train.learning_rate": {"low": 1e-3, "high": 5e-3}}},
+        "search": {
+            "trials": 4,
+            "sampler": "random",
+            "pruner": "none",
+            "space": {"train.learning_rate": {"low": 1e-3, "high": 5e-3}},
+        },
         "tracking": {"mlflow": {"enabled": False}, "wandb": {"enabled": False}},
     }
     path = tmp_path / f"{name}.yaml"
@@ -57,8 +61,23 @@ def test_workers_on_postgres_and_a_joining_worker_spend_the_budget_exactly(
     config = write_config(tmp_path, tiny_model, sentiment_csv, "pg")
     out = tmp_path / "runs"
     sweep = subprocess.Popen(
-        [sys.executable, "-m", "tunefleet", "sweep", str(config), "--out", str(out), "--db", pg_url,
-         "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "tunefleet",
+            "sweep",
+            str(config),
+            "--out",
+            str(out),
+            "--db",
+            pg_url,
+            "--workers",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     joined = None
     try:
         # The sweep record exists once the launcher has prepared it; then a third worker joins.
@@ -71,9 +90,24 @@ def test_workers_on_postgres_and_a_joining_worker_spend_the_budget_exactly(
                 break
             except Exception:
                 time.sleep(0.5)
-        joined = subprocess.run([sys.executable, "-m", "tunefleet", "worker", "pg", "--out", str(out),
-                                 "--db", pg_url, "--threads", "1"], capture_output=True, text=True,
-                                timeout=300)
+        joined = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tunefleet",
+                "worker",
+                "pg",
+                "--out",
+                str(out),
+                "--db",
+                pg_url,
+                "--threads",
+                "1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         output, _ = sweep.communicate(timeout=300)
     finally:
         sweep.kill()
@@ -88,11 +122,21 @@ def test_workers_on_postgres_and_a_joining_worker_spend_the_budget_exactly(
 def test_failing_trials_are_reported_and_the_sweep_exits_nonzero(
     tmp_path: Path, tiny_model: Path, sentiment_csv: Path
 ) -> None:
-    config = write_config(tmp_path, tiny_model, sentiment_csv, "broken", method="lora",
-                          lora={"target_modules": ["no_such_module"]})
+    config = write_config(
+        tmp_path,
+        tiny_model,
+        sentiment_csv,
+        "broken",
+        method="lora",
+        lora={"target_modules": ["no_such_module"]},
+    )
     out = tmp_path / "runs"
-    result = subprocess.run([sys.executable, "-m", "tunefleet", "sweep", str(config), "--out", str(out)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "tunefleet", "sweep", str(config), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     assert "train.lora.target_modules" in result.stdout and "no_such_module" in result.stdout
     store = Store(f"sqlite:///{out / 'tunefleet.db'}")
@@ -103,12 +147,22 @@ def test_failing_trials_are_reported_and_the_sweep_exits_nonzero(
     assert all("no_such_module" in t.user_attrs["fail_reason"] for t in study.trials)
 
 
-def test_unknown_sweep_names_are_clear(tmp_path: Path, tiny_model: Path, sentiment_csv: Path) -> None:
+def test_unknown_sweep_names_are_clear(
+    tmp_path: Path, tiny_model: Path, sentiment_csv: Path
+) -> None:
     out = tmp_path / "runs"
-    missing = subprocess.run([sys.executable, "-m", "tunefleet", "status", "nope", "--out", str(out)],
-                             capture_output=True, text=True, timeout=60)
+    missing = subprocess.run(
+        [sys.executable, "-m", "tunefleet", "status", "nope", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert missing.returncode == 2 and "no sweeps under" in missing.stderr
     Store(f"sqlite:///{out / 'tunefleet.db'}").create_sweep("other", config={}, budget=1)
-    unknown = subprocess.run([sys.executable, "-m", "tunefleet", "promote", "nope", "--out", str(out)],
-                             capture_output=True, text=True, timeout=60)
+    unknown = subprocess.run(
+        [sys.executable, "-m", "tunefleet", "promote", "nope", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert unknown.returncode == 2 and "nope" in unknown.stderr and "other" in unknown.stderr
