@@ -52,7 +52,7 @@ def test_a_valid_config_passes(
         ({"train": {"lerning_rate": 0.1}}, "train.lerning_rate", "allowed here: method, epochs"),
         ({"bogus": 1}, "bogus", "allowed here: name, model, data"),
         ({"train": {"epochs": "three"}}, "train.epochs", "valid integer"),
-        ({"train": {"method": "qlora"}}, "train.method", "'full' or 'lora'"),
+        ({"train": {"method": "qlora"}}, "train.method", "'full', 'lora', 'adapter'"),
         ({"train": {"learning_rate": -1}}, "train.learning_rate", "greater than 0"),
         ({"search": {"direction": "up"}}, "search.direction", "'maximize' or 'minimize'"),
         ({"search": {"metric": "accuracy"}}, "search.metric", "starting with 'eval_'"),

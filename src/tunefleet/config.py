@@ -14,13 +14,23 @@ from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from tunefleet.errors import ConfigError
 
-METHODS: tuple[str, ...] = ("full", "lora")
+METHODS: tuple[str, ...] = (
+    "full",
+    "lora",
+    "adapter",
+    "prefix",
+    "prompt",
+    "ia3",
+    "unfreeze",
+    "dann",
+)
 """Adaptation method names; each has an implementation in ``tunefleet.trainers.methods``."""
 
-Method = Literal["full", "lora"]
+Method = Literal["full", "lora", "adapter", "prefix", "prompt", "ia3", "unfreeze", "dann"]
 Scheduler = Literal["linear", "cosine", "cosine_with_restarts", "constant", "reduce_on_plateau"]
 Sampler = Literal["tpe", "random", "grid", "cmaes"]
 Pruner = Literal["none", "median", "hyperband"]
@@ -69,6 +79,34 @@ class DataConfig(Strict):
         "from the data.",
     )
     max_length: int = Field(128, ge=8, le=8192, description="Tokens per example after truncation.")
+    domain_column: str | None = Field(
+        None,
+        description="Column naming each row's domain, for domain adaptation (dann); null: "
+        "one domain.",
+    )
+    source_domains: list[str] | None = Field(
+        None, description="Domains whose labelled rows train the task (needs domain_column)."
+    )
+    target_domains: list[str] | None = Field(
+        None,
+        description="Domains adapted to: their held-out rows are scored as "
+        "eval_target_accuracy; dann also trains its domain classifier on their other rows, "
+        "never reading their labels.",
+    )
+
+    @model_validator(mode="after")
+    def _domains_together(self) -> DataConfig:
+        given = [self.source_domains is not None, self.target_domains is not None]
+        if self.domain_column is None and any(given):
+            raise ValueError("data.domain_column: needed by source_domains/target_domains")
+        if self.domain_column is not None and not all(given):
+            raise ValueError(
+                "data.domain_column: needs both data.source_domains and data.target_domains"
+            )
+        overlap = set(self.source_domains or []) & set(self.target_domains or [])
+        if overlap:
+            raise ValueError(f"data.target_domains: {sorted(overlap)} are also source domains")
+        return self
 
 
 class LoraConfig(Strict):
@@ -77,6 +115,96 @@ class LoraConfig(Strict):
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the LoRA input.")
     target_modules: list[str] | None = Field(
         None, description="Module names to adapt; null: peft's default for the architecture."
+    )
+    use_rslora: bool = Field(False, description="Rank-stabilised scaling alpha / sqrt(r).")
+    use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
+
+
+class AdapterConfig(Strict):
+    size: int = Field(64, ge=1, le=65536, description="Bottleneck width of each adapter.")
+    activation: Literal["relu", "gelu", "tanh", "silu"] = Field(
+        "relu", description="Non-linearity between the down- and up-projection."
+    )
+    placement: Literal["houlsby", "pfeiffer"] = Field(
+        "houlsby",
+        description="houlsby: after the attention output and the feed-forward output "
+        "of every block; pfeiffer: after the feed-forward output only.",
+    )
+
+
+class PrefixConfig(Strict):
+    virtual_tokens: int = Field(10, ge=1, le=1024, description="Prefix length per layer.")
+    projection: bool = Field(False, description="Reparameterise the prefix through an MLP.")
+
+
+class PromptConfig(Strict):
+    virtual_tokens: int = Field(10, ge=1, le=1024, description="Soft-prompt length.")
+
+
+class Ia3Config(Strict):
+    target_modules: list[str] | None = Field(
+        None, description="Modules whose activations IA3 rescales; null: peft's default."
+    )
+    feedforward_modules: list[str] | None = Field(
+        None,
+        description="Which of target_modules are feed-forward (scaled on their input); "
+        "null: peft's default.",
+    )
+
+
+class UnfreezeConfig(Strict):
+    every_epochs: int = Field(1, ge=1, description="Epochs between unfreezing steps.")
+    blocks_per_step: int = Field(
+        2,
+        ge=1,
+        description="Encoder blocks unfrozen at each step, "
+        "top-down, after an initial head-only phase.",
+    )
+    layer_lr_decay: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Each block's learning rate is "
+        "this times the one above it (< 1: discriminative rates).",
+    )
+
+
+class DannConfig(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+    )
+
+    lambda_: float = Field(
+        1.0,
+        alias="lambda",
+        ge=0,
+        description="Weight of the reversed domain "
+        "gradient (the final value under the ganin schedule).",
+    )
+    schedule: Literal["constant", "ganin"] = Field(
+        "ganin",
+        description="constant: lambda throughout; ganin: lambda * (2/(1+exp(-gamma p))-1) "
+        "with p the share of training done.",
+    )
+    gamma: float = Field(10.0, gt=0, description="Steepness of the ganin schedule.")
+    hidden: int = Field(128, ge=1, description="Hidden width of the domain classifier.")
+
+
+class RestartsConfig(Strict):
+    t0_epochs: float = Field(1.0, gt=0, description="Length of the first cosine cycle, in epochs.")
+    t_mult: float = Field(1.0, ge=1, description="Each cycle is this many times the previous.")
+
+
+class EarlyStoppingConfig(Strict):
+    patience: int = Field(
+        2,
+        ge=1,
+        description="Evaluations without improvement of the objective before training stops.",
     )
 
 
@@ -91,7 +219,30 @@ class TrainConfig(Strict):
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm; 0 disables it.")
     seed: int = Field(0, description="Seed of model initialisation, dropout and data order.")
     logging_steps: int = Field(10, ge=1, description="Steps between loss/lr/grad-norm points.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Batches per optimizer step.")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="Mixed precision; refused where the device cannot do it."
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: less memory, more time."
+    )
+    restarts: RestartsConfig = Field(
+        default_factory=RestartsConfig, description="Cycles of the cosine_with_restarts scheduler."
+    )
+    early_stopping: EarlyStoppingConfig | None = Field(
+        None, description="Stop a trial whose objective stops improving; null: never."
+    )
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA settings.")
+    adapter: AdapterConfig = Field(
+        default_factory=AdapterConfig, description="Bottleneck adapters."
+    )
+    prefix: PrefixConfig = Field(default_factory=PrefixConfig, description="Prefix tuning (peft).")
+    prompt: PromptConfig = Field(default_factory=PromptConfig, description="Prompt tuning (peft).")
+    ia3: Ia3Config = Field(default_factory=Ia3Config, description="IA3 (peft).")
+    unfreeze: UnfreezeConfig = Field(
+        default_factory=UnfreezeConfig, description="Gradual unfreezing."
+    )
+    dann: DannConfig = Field(default_factory=DannConfig, description="Domain-adversarial training.")
 
 
 class Dimension(Strict):
@@ -184,29 +335,52 @@ class SweepConfig(Strict):
     search: SearchConfig = Field(default_factory=SearchConfig, description="The search.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Trackers.")
 
+    @model_validator(mode="after")
+    def _dann_needs_domains(self) -> SweepConfig:
+        if self.train.method == "dann" and self.data.domain_column is None:
+            raise ValueError(
+                "train.method: dann needs data.domain_column, data.source_domains "
+                "and data.target_domains"
+            )
+        return self
+
+
+def public_fields(model: type[BaseModel]) -> dict[str, FieldInfo]:
+    """A model's fields by the key a user writes (the alias where there is one: ``lambda``)."""
+    return {field.alias or name: field for name, field in model.model_fields.items()}
+
+
+def section_of(annotation: Any) -> type[BaseModel] | None:
+    """The config section an annotation holds (``X`` or ``X | None``), else None for a leaf."""
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
 
 def _leaf_annotation(path: str) -> Any:
     """The annotation of the config field at ``path``; ValueError names the first bad segment."""
     model: type[BaseModel] = SweepConfig
     parts = path.split(".")
     for i, part in enumerate(parts):
-        fields = model.model_fields
+        fields = public_fields(model)
         if part not in fields:
             where = ".".join(parts[:i]) or "the top level"
             raise ValueError(
                 f"names no config field ({part!r} is not in {where}; allowed: {', '.join(fields)})"
             )
         annotation = fields[part].annotation
+        section = section_of(annotation)
         if i == len(parts) - 1:
-            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            if section is not None:
                 raise ValueError(
                     f"is a section, not a leaf; search one of its fields: "
-                    f"{', '.join(path + '.' + f for f in annotation.model_fields)}"
+                    f"{', '.join(path + '.' + f for f in public_fields(section))}"
                 )
             return annotation
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        if section is None:
             raise ValueError(f"names no config field ({'.'.join(parts[: i + 1])} is a leaf)")
-        model = annotation
+        model = section
     raise AssertionError("unreachable")
 
 
@@ -256,7 +430,9 @@ def set_path(data: Mapping[str, Any], path: str, value: Any) -> dict[str, Any]:
     node = out
     *parents, leaf = path.split(".")
     for part in parents:
-        node = node.setdefault(part, {})
+        if node.get(part) is None:  # an optional section that is off (null) is switched on
+            node[part] = {}
+        node = node[part]
     node[leaf] = value
     return out
 
@@ -303,6 +479,10 @@ def _problems(exc: ValidationError) -> list[tuple[str, str]]:
             message = "required key is missing"
         elif message.startswith("Value error, "):
             message = message.removeprefix("Value error, ")
+            # A cross-section rule names its own key path ("train.method: ...").
+            head, sep, rest = message.partition(": ")
+            if sep and re.fullmatch(r"[a-z_]+(\.[a-z_]+)+", head):
+                where, message = head, rest
         problems.append((where, message))
     return problems
 
@@ -310,15 +490,14 @@ def _problems(exc: ValidationError) -> list[tuple[str, str]]:
 def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     model: type[BaseModel] = SweepConfig
     for part in loc[:-1]:
-        annotation = (
-            model.model_fields[str(part)].annotation if str(part) in model.model_fields else None
-        )
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        field = public_fields(model).get(str(part))
+        section = section_of(field.annotation) if field else None
+        if section is None:
             break
-        model = annotation
+        model = section
     if len(loc) >= 2 and loc[-2] != "space" and "space" in [str(p) for p in loc]:
         model = Dimension
-    return list(model.model_fields)
+    return list(public_fields(model))
 
 
 def parse_config(
@@ -376,19 +555,18 @@ def describe_options() -> list[tuple[str, str, str]]:
     rows: list[tuple[str, str, str]] = []
 
     def walk(model: type[BaseModel], prefix: str) -> None:
-        for name, field in model.model_fields.items():
-            annotation = field.annotation
-            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-                walk(annotation, f"{prefix}{name}.")
+        for name, field in public_fields(model).items():
+            section = section_of(field.annotation)
+            if section is not None:
+                walk(section, f"{prefix}{name}.")
                 continue
             default = (
                 "required"
                 if field.is_required()
                 else f"default {field.get_default(call_default_factory=True)!r}"
             )
-            rows.append(
-                (f"{prefix}{name}", f"{_type_name(annotation)}, {default}", field.description or "")
-            )
+            kind = _type_name(field.annotation)
+            rows.append((f"{prefix}{name}", f"{kind}, {default}", field.description or ""))
 
     walk(SweepConfig, "")
     return rows

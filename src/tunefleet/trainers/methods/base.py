@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from torch import nn
 from transformers import PreTrainedModel, TrainerCallback
@@ -30,6 +30,9 @@ class Method(Protocol):
     """
 
     name: str
+    uses_target_rows: bool
+    """Whether training also reads the target-domain rows (texts only, labels as IGNORE_INDEX,
+    each row with its domain id as ``domain_labels``); only domain adaptation (dann) does."""
 
     def prepare(self, model: PreTrainedModel, config: TrainConfig) -> nn.Module: ...
 
@@ -38,3 +41,22 @@ class Method(Protocol):
     def load(self, folder: Path, base: BaseFactory) -> nn.Module: ...
 
     def callbacks(self, config: TrainConfig) -> list[TrainerCallback]: ...
+
+    def param_groups(self, model: nn.Module, config: TrainConfig) -> list[dict[str, Any]] | None:
+        """Optimizer parameter groups (a group may set ``lr_scale``); None: the default two
+        groups (decayed weights; biases and norms without decay) of the trainable parameters."""
+        ...
+
+
+class MethodBase:
+    """Defaults for the optional parts of :class:`Method`: no hooks, default parameter groups,
+    source rows only."""
+
+    name: str
+    uses_target_rows: bool = False
+
+    def callbacks(self, config: TrainConfig) -> list[TrainerCallback]:
+        return []
+
+    def param_groups(self, model: nn.Module, config: TrainConfig) -> list[dict[str, Any]] | None:
+        return None

@@ -5,15 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from torch import nn
-from transformers import AutoModelForSequenceClassification, PreTrainedModel, TrainerCallback
+from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
 from tunefleet.config import TrainConfig
-from tunefleet.trainers.methods.base import BaseFactory
+from tunefleet.trainers.methods.base import BaseFactory, MethodBase
 from tunefleet.trainers.methods.registry import register
 
 
 @register("full")
-class FullFineTuning:
+class FullFineTuning(MethodBase):
     name = "full"
 
     def prepare(self, model: PreTrainedModel, config: TrainConfig) -> nn.Module:
@@ -25,6 +25,3 @@ class FullFineTuning:
 
     def load(self, folder: Path, base: BaseFactory) -> nn.Module:
         return AutoModelForSequenceClassification.from_pretrained(folder)  # type: ignore[no-any-return]
-
-    def callbacks(self, config: TrainConfig) -> list[TrainerCallback]:
-        return []
