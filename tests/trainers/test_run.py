@@ -10,39 +10,20 @@ from typing import Any
 import pytest
 import torch
 
-from tunefleet.config import SweepConfig, parse_config
+from support import trials
+from tunefleet.config import SweepConfig
 from tunefleet.errors import IntegrityError
 from tunefleet.trainers.checkpoint import MANIFEST, Manifest, hash_folder, verify
 from tunefleet.trainers.run import BestCheckpointCallback, TrialPruned, TrialRequest, run_trial
 
 
 def tiny_config(model: Path, data: Path, **train: Any) -> SweepConfig:
-    return parse_config(
-        {
-            "name": "unit",
-            "model": {"name_or_path": str(model)},
-            "data": {"train": str(data), "test_fraction": 0.2, "max_length": 32},
-            "train": {
-                "epochs": 3,
-                "batch_size": 16,
-                "learning_rate": 3e-3,
-                "logging_steps": 2,
-                **train,
-            },
-        }
-    )
+    settings = {"epochs": 3, "learning_rate": 3e-3, "logging_steps": 2, **train}
+    return trials.tiny_config(model, data, data_options={"test_fraction": 0.2}, **settings)
 
 
 def request(tmp_path: Path, **kwargs: Any) -> TrialRequest:
-    return TrialRequest(
-        sweep="unit",
-        number=0,
-        params={"train.learning_rate": 3e-3},
-        checkpoint_dir=tmp_path / "ckpt",
-        work_dir=tmp_path / "work",
-        cache_dir=tmp_path / "cache",
-        **kwargs,
-    )
+    return trials.trial_request(tmp_path, params={"train.learning_rate": 3e-3}, **kwargs)
 
 
 @pytest.mark.parametrize("method", ["full", "lora"])

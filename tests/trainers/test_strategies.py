@@ -12,40 +12,19 @@ import pytest
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from tunefleet.config import SweepConfig, TrainConfig, parse_config
+from support.trials import tiny_config, trial_request
+from tunefleet.config import SweepConfig, TrainConfig
 from tunefleet.errors import ConfigError
 from tunefleet.trainers.optimization import build_optimizer, build_scheduler, warm_restarts
-from tunefleet.trainers.run import BestCheckpointCallback, TrialRequest, check_precision, run_trial
+from tunefleet.trainers.run import BestCheckpointCallback, check_precision, run_trial
 
 
 def tiny(model: Path, data: Path, **train: Any) -> SweepConfig:
-    return parse_config(
-        {
-            "name": "strategies",
-            "model": {"name_or_path": str(model)},
-            "data": {"train": str(data), "max_length": 32},
-            "train": {
-                "method": "full",
-                "epochs": 2,
-                "batch_size": 16,
-                "learning_rate": 1e-3,
-                "logging_steps": 1,
-                **train,
-            },
-        }
-    )
+    settings = {"method": "full", "epochs": 2, "learning_rate": 1e-3, "logging_steps": 1, **train}
+    return tiny_config(model, data, **settings)
 
 
-def request(tmp_path: Path, **kwargs: Any) -> TrialRequest:
-    return TrialRequest(
-        sweep="strategies",
-        number=0,
-        params={},
-        checkpoint_dir=tmp_path / "ckpt",
-        work_dir=tmp_path / "work",
-        cache_dir=tmp_path / "cache",
-        **kwargs,
-    )
+request = trial_request
 
 
 def lrs(train: TrainConfig, steps: int, steps_per_epoch: int) -> list[float]:

@@ -30,13 +30,14 @@ from transformers import (
     TrainerCallback,
 )
 
+from support.trials import trial_request
 from tunefleet.config import AdapterConfig, TrainConfig, parse_config
 from tunefleet.errors import ConfigError, IntegrityError
 from tunefleet.trainers.checkpoint import load_checkpoint
 from tunefleet.trainers.methods import get_method
 from tunefleet.trainers.methods.adapter import CONFIG, WEIGHTS, Adapted, trained_names
 from tunefleet.trainers.predict import batched_logits
-from tunefleet.trainers.run import TrialRequest, run_trial
+from tunefleet.trainers.run import run_trial
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 TEXTS = ["the food was wonderful", "never again, awful", "fine, I guess", "great staff and view"]
@@ -181,14 +182,7 @@ def test_trial_checkpoint_holds_only_adapters_and_reloads_exactly(
     keep = KeepModel()
     outcome = run_trial(
         config,
-        TrialRequest(
-            sweep="unit",
-            number=0,
-            params={},
-            checkpoint_dir=tmp_path / "ckpt",
-            work_dir=tmp_path / "work",
-            callbacks=[keep],
-        ),
+        trial_request(tmp_path, callbacks=[keep]),
     )
     assert keep.model is not None and {"test_accuracy", "test_loss"} <= set(outcome.metrics)
     trained = keep.model.eval()

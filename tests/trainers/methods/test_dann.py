@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from torch.nn import functional as F
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from support.trials import trial_request
 from tunefleet.config import DannConfig, SweepConfig, TrainConfig, parse_config
 from tunefleet.trainers import run as run_module
 from tunefleet.trainers.checkpoint import Manifest
@@ -31,7 +32,7 @@ from tunefleet.trainers.methods.dann import (
 from tunefleet.trainers.metrics import classification_metrics, cross_entropy
 from tunefleet.trainers.model import load_classifier, load_tokenizer
 from tunefleet.trainers.predict import Predictor, batched_logits
-from tunefleet.trainers.run import TrialOutcome, TrialRequest, run_trial
+from tunefleet.trainers.run import TrialOutcome, run_trial
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "data" / "sentiment-all-domains.csv"
 PROBE = ["the food was wonderful", "a dull film, never again", "works as described"]
@@ -112,15 +113,7 @@ def trial(config: SweepConfig, folder: Path) -> tuple[TrialOutcome, Recorder]:
     recorder = Recorder()
     outcome = run_trial(
         config,
-        TrialRequest(
-            sweep="unit",
-            number=0,
-            params={},
-            checkpoint_dir=folder / "ckpt",
-            work_dir=folder / "work",
-            cache_dir=folder / "cache",
-            callbacks=[recorder],
-        ),
+        trial_request(folder, callbacks=[recorder]),
     )
     return outcome, recorder
 

@@ -20,11 +20,12 @@ from transformers import (
     PreTrainedModel,
 )
 
+from support.trials import trial_request
 from tunefleet.config import TrainConfig, parse_config
 from tunefleet.errors import ConfigError
 from tunefleet.trainers.methods import get_method
 from tunefleet.trainers.model import load_classifier
-from tunefleet.trainers.run import TrialRequest, count_parameters, run_trial
+from tunefleet.trainers.run import count_parameters, run_trial
 
 LABELS = ("0", "1")
 TEXTS = ["the food was wonderful", "never again, awful service and cold soup", "fine", "meh."]
@@ -212,14 +213,7 @@ def test_prompt_learning_trials_run_through_the_trainer(
     )
     outcome = run_trial(
         config,
-        TrialRequest(
-            sweep="unit",
-            number=0,
-            params={},
-            checkpoint_dir=tmp_path / "ckpt",
-            work_dir=tmp_path / "work",
-            cache_dir=tmp_path / "cache",
-        ),
+        trial_request(tmp_path),
     )
     assert 0.0 <= outcome.metrics["eval_accuracy"] <= 1.0
     assert "test_accuracy" in outcome.metrics  # the saved checkpoint reloaded and scored

@@ -18,12 +18,13 @@ from transformers import (
     TrainingArguments,
 )
 
+from support.trials import trial_request
 from tunefleet.config import SweepConfig, TrainConfig, parse_config
 from tunefleet.errors import ConfigError
 from tunefleet.trainers.methods import get_method
 from tunefleet.trainers.methods.unfreeze import GradualUnfreezing, split_units, unfrozen_at
 from tunefleet.trainers.optimization import build_optimizer, build_scheduler
-from tunefleet.trainers.run import TrialRequest, run_trial
+from tunefleet.trainers.run import run_trial
 
 LR = 3e-3
 
@@ -121,14 +122,7 @@ def test_unfreezes_on_schedule_keeping_earlier_state(
         sweep_config(
             tiny_model, sentiment_csv, blocks_per_step=1, every_epochs=1, layer_lr_decay=0.5
         ),
-        TrialRequest(
-            sweep="unit",
-            number=0,
-            params={},
-            checkpoint_dir=tmp_path / "ckpt",
-            work_dir=tmp_path / "work",
-            callbacks=[recorder],
-        ),
+        trial_request(tmp_path, callbacks=[recorder]),
     )
     reference = tiny_bert(tiny_model)
     head = numel(reference.classifier) + numel(reference.bert.pooler)
