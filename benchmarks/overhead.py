@@ -52,8 +52,8 @@ def bare_trainer(config, work: Path) -> float:  # type: ignore[no-untyped-def]
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
     from tunefleet.trainers.data import load_splits
+    from tunefleet.trainers.evaluation import compute_metrics
     from tunefleet.trainers.model import load_classifier, load_tokenizer, resolve_model
-    from tunefleet.trainers.run import compute_metrics
     from tunefleet.trainers.tokens import encode
 
     started = time.perf_counter()

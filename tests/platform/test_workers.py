@@ -166,3 +166,47 @@ def test_unknown_sweep_names_are_clear(
         timeout=60,
     )
     assert unknown.returncode == 2 and "nope" in unknown.stderr and "other" in unknown.stderr
+
+
+def test_the_method_is_a_search_dimension_with_its_own_subspaces(
+    tmp_path: Path, tiny_model: Path, sentiment_csv: Path
+) -> None:
+    """A grid over four methods runs each once through the worker loop, and each trial's
+    recorded params hold only its own method's sub-space."""
+    config = yaml.safe_load(
+        write_config(tmp_path, tiny_model, sentiment_csv, "methods").read_text()
+    )
+    config["search"].update(
+        sampler="grid",
+        trials=10,
+        space={
+            "train.method": {"choices": ["adapter", "prefix", "ia3", "unfreeze"]},
+            "train.adapter.size": {"choices": [8]},
+            "train.prefix.virtual_tokens": {"choices": [4]},
+            "train.unfreeze.blocks_per_step": {"choices": [1]},
+        },
+    )
+    path = tmp_path / "methods.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "runs"
+    result = subprocess.run(
+        [sys.executable, "-m", "tunefleet", "sweep", str(path), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 trials" in result.stdout  # the budget is capped at the grid's size
+    study = optuna.load_study(study_name="methods", storage=f"sqlite:///{out / 'tunefleet.db'}")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
+    own = {
+        "adapter": "train.adapter.size",
+        "prefix": "train.prefix.virtual_tokens",
+        "unfreeze": "train.unfreeze.blocks_per_step",
+        "ia3": None,
+    }
+    assert sorted(t.params["train.method"] for t in study.trials) == sorted(own)
+    for trial in study.trials:
+        method = trial.params["train.method"]
+        expected = {"train.method"} | ({own[method]} if own[method] else set())
+        assert set(trial.params) == expected, trial.params

@@ -13,8 +13,9 @@ import torch
 from support import trials
 from tunefleet.config import SweepConfig
 from tunefleet.errors import IntegrityError
+from tunefleet.trainers.callbacks import BestCheckpointCallback
 from tunefleet.trainers.checkpoint import MANIFEST, Manifest, hash_folder, verify
-from tunefleet.trainers.run import BestCheckpointCallback, TrialPruned, TrialRequest, run_trial
+from tunefleet.trainers.run import TrialPruned, TrialRequest, run_trial
 
 
 def tiny_config(model: Path, data: Path, **train: Any) -> SweepConfig:

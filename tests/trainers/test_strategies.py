@@ -15,8 +15,10 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from support.trials import tiny_config, trial_request
 from tunefleet.config import SweepConfig, TrainConfig
 from tunefleet.errors import ConfigError
+from tunefleet.trainers.arguments import check_precision
+from tunefleet.trainers.callbacks import BestCheckpointCallback
 from tunefleet.trainers.optimization import build_optimizer, build_scheduler, warm_restarts
-from tunefleet.trainers.run import BestCheckpointCallback, check_precision, run_trial
+from tunefleet.trainers.run import run_trial
 
 
 def tiny(model: Path, data: Path, **train: Any) -> SweepConfig:

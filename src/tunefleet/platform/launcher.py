@@ -268,15 +268,16 @@ def run_sweep(config: SweepConfig, *, layout: Layout, db_url: str, workers: int)
     store = prepare_sweep(config, layout, db_url)
     deadline = started + config.search.timeout if config.search.timeout else None
     study = optuna.load_study(study_name=config.name, storage=make_storage(db_url))
+    total = budget(config)
     print(
-        f"sweep {config.name}: {config.search.trials} trials, {workers} worker(s), "
+        f"sweep {config.name}: {total} trials, {workers} worker(s), "
         f"store {_masked(db_url)}, out {layout.out}",
         flush=True,
     )
     code = watch(
         start_workers(config.name, layout, db_url, workers=workers, deadline=deadline),
         study,
-        config.search.trials,
+        total,
     )
     print_summary(config, summary(config, store, layout, db_url), wall_s=time.time() - started)
     store.dispose()

@@ -1,0 +1,80 @@
+"""The Trainer callback every trial has: keep the best evaluation's checkpoint, report each
+evaluation for pruning, stop early when the objective stops improving."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+Reporter = Callable[[int, float], bool]
+"""Called with (epoch, objective value) after each evaluation; True asks to stop (prune)."""
+
+
+@dataclass
+class _Best:
+    value: float | None = None
+    epoch: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    hashes: dict[str, str] | None = None
+
+
+class BestCheckpointCallback(TrainerCallback):
+    """Keeps the best evaluation's checkpoint and reports every evaluation for pruning."""
+
+    def __init__(
+        self,
+        *,
+        metric: str,
+        maximize: bool,
+        write: Callable[[nn.Module, float, float], dict[str, str]],
+        report: Reporter | None,
+        patience: int | None = None,
+    ) -> None:
+        self.metric, self.maximize, self.write, self.report = metric, maximize, write, report
+        self.patience = patience
+        self.best = _Best()
+        self.pruned = False
+        self.stale = 0
+        """Evaluations since the objective last improved (for early stopping)."""
+
+    def on_evaluate(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        metrics: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not metrics or self.metric not in metrics:
+            raise KeyError(
+                f"search.metric {self.metric!r} is not among the eval metrics: "
+                f"{', '.join(sorted(metrics or {}))}"
+            )
+        value, epoch = float(metrics[self.metric]), float(state.epoch or 0)
+        if self._better(value):
+            self.best = _Best(
+                value,
+                epoch,
+                {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)},
+            )
+            self.best.hashes = self.write(kwargs["model"], value, epoch)
+            self.stale = 0
+        else:
+            self.stale += 1
+            if self.patience is not None and self.stale >= self.patience:
+                control.should_training_stop = True
+        if self.report is not None and self.report(round(epoch), value):
+            self.pruned = True
+            control.should_training_stop = True
+
+    def _better(self, value: float) -> bool:
+        if math.isnan(value):
+            return False
+        if self.best.value is None:
+            return True
+        return value > self.best.value if self.maximize else value < self.best.value
