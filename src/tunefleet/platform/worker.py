@@ -101,53 +101,38 @@ def run_worker(options: WorkerOptions) -> int:
             break
         if not store.claim_slot(options.name):
             break
-        ok = run_one(
-            study,
-            config,
-            store,
-            options,
-            experiment_id=sweep.mlflow_experiment_id,
-            parent_run_id=sweep.mlflow_parent_run_id,
-        )
+        trial = start_trial(study, store, options)
+        beat = Heartbeat(study._storage, trial._trial_id)
+        try:
+            ok = run_one(
+                study,
+                trial,
+                config,
+                store,
+                options,
+                experiment_id=sweep.mlflow_experiment_id,
+                parent_run_id=sweep.mlflow_parent_run_id,
+            )
+        finally:
+            beat.stop()
         ran += 1
         failures = 0 if ok else failures + 1
     store.dispose()
     return ran
 
 
-def run_one(
-    study: optuna.Study,
-    config: SweepConfig,
-    store: Store,
-    options: WorkerOptions,
-    *,
-    experiment_id: str | None,
-    parent_run_id: str | None,
-) -> bool:
-    """One trial from ask to tell; False if it failed (its slot goes back to the budget)."""
+def start_trial(study: optuna.Study, store: Store, options: WorkerOptions) -> optuna.Trial:
+    """Ask for a trial and record who runs it first, so that a resumed sweep can tell a dead
+    worker's trial from a live one at once (heartbeats cover the short window before this)."""
     trial = study.ask()
-    beat = Heartbeat(study._storage, trial._trial_id)
-    # Who runs the trial is recorded first, so that a resumed sweep can tell a dead worker's
-    # trial from a live one at once (heartbeats cover the short window before this write).
     host, pid = socket.gethostname(), os.getpid()
     trial.set_user_attr("host", host)
     trial.set_user_attr("pid", pid)
     store.upsert_trial(options.name, trial.number, state="RUNNING", host=host, pid=pid)
-    try:
-        return _run_asked(
-            study,
-            trial,
-            config,
-            store,
-            options,
-            experiment_id=experiment_id,
-            parent_run_id=parent_run_id,
-        )
-    finally:
-        beat.stop()
+    return trial
 
 
-def _run_asked(
+def run_one(
     study: optuna.Study,
     trial: optuna.Trial,
     config: SweepConfig,
@@ -157,6 +142,7 @@ def _run_asked(
     experiment_id: str | None,
     parent_run_id: str | None,
 ) -> bool:
+    """One asked trial from suggest to tell; False if it failed (its slot goes back)."""
     from tunefleet.tracking.callback import TrackingCallback
     from tunefleet.trainers.run import TrialPruned, TrialRequest, run_trial
 
