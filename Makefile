@@ -42,7 +42,7 @@ lint: dev
 	$(BIN)/mypy
 
 bench: dev
-	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/telemetry.py
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .mypy_cache .ruff_cache

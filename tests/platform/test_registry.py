@@ -6,12 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +18,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from support.mlflow_server import MlflowServer
 from tunefleet.config import parse_config
 from tunefleet.errors import IntegrityError
 from tunefleet.platform.pyfunc import CheckpointModel
@@ -272,84 +269,21 @@ def test_changed_checkpoint_is_not_registered(trained: Trained, sqlite_uri: str)
     assert client.search_registered_models(filter_string="name = 'tampered'") == []
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class _Server:
-    process: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-
 @pytest.fixture(scope="module", autouse=True)
-def _server_started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Server]:
+def _server_started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
     """Launches ``mlflow server`` as the module starts, so that its start-up (database
     migrations, workers) overlaps the training; ``mlflow_server`` waits for it."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    log = root / "server.log"
-    with log.open("wb") as handle:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mlflow",
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-                "--backend-store-uri",
-                f"sqlite:///{root / 'server.db'}",
-                "--artifacts-destination",
-                str(root / "artifacts"),
-            ],
-            # Job execution (GenAI jobs: a runner plus seven huey consumers) is not needed here
-            # and would slow start-up and shutdown on a small machine.
-            cwd=root,
-            env={
-                **os.environ,
-                "MLFLOW_DISABLE_TELEMETRY": "true",
-                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-            },
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server")).start()
     try:
-        yield _Server(process, f"http://127.0.0.1:{port}", log)
+        yield server
     finally:
-        # The server runs its workers as children in the session it leads; end just that group.
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        server.stop()
 
 
 @pytest.fixture()
-def mlflow_server(_server_started: _Server) -> str:
+def mlflow_server(_server_started: MlflowServer) -> str:
     """The URL of the real ``mlflow server`` (sqlite backend, proxied artifacts under tmp)."""
-    server = _server_started
-    deadline = time.monotonic() + 90
-    while True:
-        assert server.process.poll() is None, server.log.read_text()[-4000:]
-        try:
-            with urllib.request.urlopen(f"{server.url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return server.url
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "mlflow server did not answer /health in time"
-        time.sleep(0.3)
+    return _server_started.wait()
 
 
 def test_register_and_load_through_a_tracking_server(

@@ -18,6 +18,10 @@ from datetime import timedelta, timezone
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
@@ -29,10 +33,16 @@ from tunefleet.platform.store import (
     SweepRecord,
     TrialRecord,
 )
+from tunefleet.platform.store.engine import create_store_engine
+from tunefleet.platform.store.store import MIGRATIONS_DIR
 
 POSTGRES_SERVER_URL = os.environ.get(
     "TUNEFLEET_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
+
+_SCRIPTS = Config()
+_SCRIPTS.set_main_option("script_location", str(MIGRATIONS_DIR))
+HEAD = ScriptDirectory.from_config(_SCRIPTS).get_current_head()
 
 # Spawn, not fork: a forked child would inherit the parent's pooled connections.
 _SPAWN = multiprocessing.get_context("spawn")
@@ -180,9 +190,9 @@ class TestStoreConformance:
         assert tables >= TF_TABLES
         assert {"studies", "trials", "alembic_version"} <= tables
         optuna_heads = _version_of(store_url_any, "alembic_version")
-        assert _version_of(store_url_any, "tunefleet_alembic_version") == ["0001"]
+        assert _version_of(store_url_any, "tunefleet_alembic_version") == [HEAD]
         assert len(optuna_heads) == 1
-        assert optuna_heads != ["0001"]
+        assert optuna_heads != [HEAD]
 
     def test_optuna_after_store(self, store_url_any: str) -> None:
         import optuna
@@ -198,7 +208,35 @@ class TestStoreConformance:
         finally:
             store.dispose()
             storage.engine.dispose()
+        assert _version_of(store_url_any, "tunefleet_alembic_version") == [HEAD]
+
+    def test_an_older_database_upgrades_and_keeps_its_rows(self, store_url_any: str) -> None:
+        engine = create_store_engine(store_url_any)
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        with engine.connect() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0001")
+            conn.commit()
+        engine.dispose()
         assert _version_of(store_url_any, "tunefleet_alembic_version") == ["0001"]
+        # Written through today's Store after a manual downgrade would need the new column, so
+        # the old row goes in by SQL, as a 0001-era tunefleet wrote it.
+        with sa.create_engine(store_url_any).begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO tf_sweeps (name, config, created, budget, claimed) "
+                    "VALUES ('old', '{}', '2026-01-01 00:00:00+00:00', 3, 1)"
+                )
+            )
+        store = Store(store_url_any)
+        try:
+            store.upsert_trial("old", 0, state="COMPLETE", live={"step": 4, "metrics": {}})
+            assert store.get_sweep("old").budget == 3
+            assert store.trial("old", 0).live == {"step": 4, "metrics": {}}  # type: ignore[union-attr]
+        finally:
+            store.dispose()
+        assert _version_of(store_url_any, "tunefleet_alembic_version") == [HEAD]
 
     def test_construction_is_idempotent(self, store_url_any: str) -> None:
         first = Store(store_url_any)
@@ -206,7 +244,7 @@ class TestStoreConformance:
         second = Store(store_url_any)
         try:
             assert second.get_sweep("s") == first.get_sweep("s")
-            assert _version_of(store_url_any, "tunefleet_alembic_version") == ["0001"]
+            assert _version_of(store_url_any, "tunefleet_alembic_version") == [HEAD]
         finally:
             first.dispose()
             second.dispose()

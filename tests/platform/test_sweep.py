@@ -168,8 +168,10 @@ def test_status_json(swept: dict[str, Any]) -> None:
         "wandb_run_id",
         "checkpoint",
         "seconds",
+        "live",
     }
     assert all(set(t) == keys for t in status["trials"])
+    assert all(t["live"] is None for t in status["trials"])  # only running trials have one
     best = max(status["trials"], key=lambda t: t["value"])
     assert status["best"]["value"] == best["value"]
     assert set(status["best"]) == {"number", "value", "params", "checkpoint"}

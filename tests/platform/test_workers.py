@@ -5,21 +5,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
-import sqlalchemy as sa
 import yaml
 from optuna.trial import TrialState
 
+from support.postgres import fresh_database
 from tunefleet.platform.store import Store
 
 pytestmark = pytest.mark.slow
-
-PG_ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 
 
 def write_config(tmp_path: Path, model: Path, data: Path, name: str, **train: object) -> Path:
@@ -43,16 +40,8 @@ def write_config(tmp_path: Path, model: Path, data: Path, name: str, **train: ob
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    name = f"tf_sweep_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_database("tf_sweep") as url:
+        yield url
 
 
 def test_workers_on_postgres_and_a_joining_worker_spend_the_budget_exactly(

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from tunefleet.config import describe_options, json_schema, load_config
-from tunefleet.errors import TunefleetError
+from tunefleet.errors import ConfigError, TunefleetError
 from tunefleet.platform.layout import Layout
+from tunefleet.secrets import SECRETS_ENV, redact_text, secret_params
 
 DEFAULT_OUT = "runs"
 
@@ -44,21 +45,26 @@ def _store_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _config_command(sub: Any, name: str, summary: str, config_help: str) -> argparse.ArgumentParser:
+    """A command reading a config: its help lists every config key."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=summary,
+        epilog=_options_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("config", help=config_help)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tunefleet",
         description="Hyperparameter sweeps for fine-tuning transformers, tracked end to end.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    formatter = argparse.RawDescriptionHelpFormatter
 
-    p = sub.add_parser(
-        "sweep",
-        help="launch (or resume) a sweep",
-        epilog=_options_epilog(),
-        formatter_class=formatter,
-    )
-    p.add_argument("config", help="the sweep's YAML config")
+    p = _config_command(sub, "sweep", "launch (or resume) a sweep", "the sweep's YAML config")
     p.add_argument("--name", help="sweep name (default: the config's `name`)")
     _store_args(p)
     p.add_argument(
@@ -76,6 +82,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", type=int, default=None, help="worker index (sampler seed offset)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for this worker")
     p.add_argument("--deadline", type=float, default=None, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="the sweep's YAML, read only for the secrets (model.token, passwords in URLs) that "
+        f"the store keeps redacted; or pass them as JSON in ${SECRETS_ENV}",
+    )
+
+    p = _config_command(
+        sub,
+        "train",
+        "one run with the config's own values (no search), tracked like a sweep's trial",
+        "a YAML config (search.space is ignored)",
+    )
+    p.add_argument("--name", help="experiment name (default: the config's `name`)")
+    p.add_argument(
+        "--out", default=DEFAULT_OUT, help="where mlflow.db, wandb/, spool/ and the checkpoint go"
+    )
+
+    p = sub.add_parser(
+        "sync",
+        help="send what the trackers have not acknowledged (a tracker that was down, a killed "
+        "worker) from the spools under --out",
+    )
+    p.add_argument("name", nargs="?", help="one sweep (default: every sweep under --out)")
+    _store_args(p)
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="the sweep's YAML, read only for a tracker URI whose password the spool keeps "
+        "redacted (or set MLFLOW_TRACKING_URI)",
+    )
 
     p = sub.add_parser("status", help="trials, states and the best so far")
     p.add_argument("name")
@@ -99,13 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     _store_args(p)
     p.add_argument("--json", action="store_true", help="JSON lines on stdout")
 
-    p = sub.add_parser(
-        "validate",
-        help="check a config and its data; nothing runs",
-        epilog=_options_epilog(),
-        formatter_class=formatter,
-    )
-    p.add_argument("config")
+    _config_command(sub, "validate", "check a config and its data; nothing runs", "the config")
 
     sub.add_parser("schema", help="print the config's JSON schema (for editor completion)")
     return parser
@@ -175,8 +208,62 @@ def cmd_worker(args: argparse.Namespace) -> int:
             index=index,
             threads=args.threads,
             deadline=args.deadline,
+            secrets=_worker_secrets(args.config),
         )
     )
+
+
+def _worker_secrets(config_file: Path | None) -> dict[str, Any]:
+    """The secrets a worker fills into its stored config: ``$TUNEFLEET_SECRETS`` (set by the
+    launcher), overridden by those of ``--config``."""
+    # Popped so that processes this one starts (W&B's service, data loaders) never hold them.
+    raw = os.environ.pop(SECRETS_ENV, None)
+    secrets: dict[str, Any] = {}
+    if raw:
+        try:
+            given = json.loads(raw)
+        except json.JSONDecodeError:
+            given = None
+        if not isinstance(given, dict):
+            raise ConfigError(
+                [(SECRETS_ENV, "must be a JSON object of dotted config path -> value")]
+            )
+        secrets.update(given)
+    if config_file is not None:
+        secrets.update(secret_params(load_config(config_file)))
+    return secrets
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tunefleet.platform.single import train
+
+    overrides = {"name": args.name} if args.name else {}
+    return train(load_config(args.config, overrides=overrides), Layout.at(args.out))
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from tunefleet.platform.sync import sync
+
+    layout = Layout.at(args.out)
+    known = {os.environ.get("MLFLOW_TRACKING_URI"), layout.mlflow_uri}
+    if args.config is not None:
+        known.add(load_config(args.config).tracking.mlflow.tracking_uri)
+    store = _existing_store(args) if args.db or (layout.out / "tunefleet.db").is_file() else None
+    results = sync(layout, name=args.name, known_uris=known, store=store)
+    if not results:
+        print(f"no spools under {layout.spool_root}")
+        return 0
+    for result in results:
+        if result.skipped:
+            print(f"{result.spool.name}: skipped, {result.skipped}")
+            continue
+        sent = ", ".join(f"{k} {v}" for k, v in sorted(result.sent.items())) or "nothing"
+        line = f"{result.spool.parent.name}/{result.spool.name}: sent {sent}"
+        left = {k: v for k, v in result.left.items() if v}
+        if left or result.errors:
+            line += f"; left {left or ''} {result.errors}"
+        print(line)
+    return 0 if all(r.complete or r.skipped for r in results) else 1
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -260,6 +347,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "schema": cmd_schema,
     "sweep": cmd_sweep,
     "worker": cmd_worker,
+    "train": cmd_train,
+    "sync": cmd_sync,
     "status": cmd_status,
     "compare": cmd_compare,
     "promote": cmd_promote,
@@ -275,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except TunefleetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact_text(str(exc))}", file=sys.stderr)
         return 2
     finally:
         if os.environ.get("TUNEFLEET_TIMING"):

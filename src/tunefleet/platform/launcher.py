@@ -24,6 +24,14 @@ from tunefleet.platform.layout import Layout
 from tunefleet.platform.store import Store
 from tunefleet.platform.telemetry import mlflow_uri, start_sweep_tracking
 from tunefleet.search.study import grid_size, make_storage, open_study
+from tunefleet.secrets import (
+    SECRETS_ENV,
+    install_log_redaction,
+    redact_url,
+    secret_params,
+    secret_values,
+    url_passwords,
+)
 
 #: Keys a resumed sweep may change: they set how much more to run, not what a trial is.
 RESUMABLE_KEYS = ("search.trials", "search.timeout")
@@ -84,6 +92,8 @@ def prepare_sweep(config: SweepConfig, layout: Layout, db_url: str) -> Store:
 
 
 def _refuse_changed(new: SweepConfig, old: SweepConfig) -> None:
+    # Redacted dumps on both sides: the store holds no secrets, so a new token or password is
+    # not a change (and the same one must not read as one).
     a, b = flatten(new.model_dump(mode="json")), flatten(old.model_dump(mode="json"))
     changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_KEYS)
     if changed:
@@ -149,8 +159,17 @@ def _alive(pid: int) -> bool:
 
 
 def start_workers(
-    name: str, layout: Layout, db_url: str, *, workers: int, deadline: float | None
+    name: str,
+    layout: Layout,
+    db_url: str,
+    *,
+    workers: int,
+    deadline: float | None,
+    secrets: dict[str, Any] | None = None,
 ) -> list[subprocess.Popen[bytes]]:
+    """``secrets`` (dotted path -> real value) travel in the environment: the store has them
+    redacted, and a command line is visible to every user of the host (``ps``)."""
+    extra = {SECRETS_ENV: json.dumps(secrets)} if secrets else {}
     procs = []
     for slot in plan_slots(workers):
         command = [
@@ -170,7 +189,7 @@ def start_workers(
             command += ["--threads", str(slot.threads)]
         if deadline is not None:
             command += ["--deadline", str(deadline)]
-        procs.append(subprocess.Popen(command, env={**os.environ, **slot.env}))
+        procs.append(subprocess.Popen(command, env={**os.environ, **slot.env, **extra}))
     return procs
 
 
@@ -228,9 +247,9 @@ def summary(config: SweepConfig, store: Store, layout: Layout, db_url: str) -> d
 
 
 def dashboards(config: SweepConfig, layout: Layout, db_url: str) -> list[str]:
-    lines = [f"optuna-dashboard {db_url}"]
+    lines = [f"optuna-dashboard {redact_url(db_url)}"]
     if config.tracking.mlflow.enabled:
-        uri = mlflow_uri(config, layout)
+        uri = redact_url(mlflow_uri(config, layout))
         if uri.startswith("sqlite"):
             lines.append(f"mlflow ui --backend-store-uri {uri} --port 5000")
         else:
@@ -264,6 +283,7 @@ def print_summary(config: SweepConfig, info: dict[str, Any], *, wall_s: float) -
 def run_sweep(config: SweepConfig, *, layout: Layout, db_url: str, workers: int) -> int:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    install_log_redaction(secret_values(config) | url_passwords(db_url))
     started = time.time()
     store = prepare_sweep(config, layout, db_url)
     deadline = started + config.search.timeout if config.search.timeout else None
@@ -275,7 +295,14 @@ def run_sweep(config: SweepConfig, *, layout: Layout, db_url: str, workers: int)
         flush=True,
     )
     code = watch(
-        start_workers(config.name, layout, db_url, workers=workers, deadline=deadline),
+        start_workers(
+            config.name,
+            layout,
+            db_url,
+            workers=workers,
+            deadline=deadline,
+            secrets=secret_params(config),
+        ),
         study,
         total,
     )

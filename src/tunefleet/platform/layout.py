@@ -37,6 +37,17 @@ class Layout:
     def checkpoint(self, sweep: str, number: int) -> Path:
         return self.out / "checkpoints" / sweep / f"trial-{number}"
 
+    def named_checkpoint(self, sweep: str, run: str) -> Path:
+        return self.out / "checkpoints" / sweep / run
+
+    def spool_dir(self, sweep: str) -> Path:
+        """Each run's events and its sinks' cursors (see tracking/spool.py)."""
+        return self.out / "spool" / sweep
+
+    @property
+    def spool_root(self) -> Path:
+        return self.out / "spool"
+
     def work_dir(self, sweep: str, number: int) -> Path:
         return self.out / "work" / sweep / f"trial-{number}"
 

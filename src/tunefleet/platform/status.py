@@ -54,7 +54,16 @@ def trial_json(view: SweepView, trial: FrozenTrial) -> dict[str, Any]:
         "wandb_run_id": record.wandb_run_id if record else None,
         "checkpoint": record.checkpoint if record else None,
         "seconds": seconds,
+        "live": record.live if record and trial.state == TrialState.RUNNING else None,
     }
+
+
+def _value_cell(view: SweepView, trial: FrozenTrial, record: TrialRecord | None) -> str:
+    """A running trial shows its latest objective from the store's live summary, with its step."""
+    if trial.value is not None or record is None or not record.live:
+        return _fmt(trial.value)
+    latest = record.live.get("metrics", {}).get(view.config.search.metric)
+    return "-" if latest is None else f"{_fmt(latest)} @{record.live.get('step')}"
 
 
 def _duration(trial: FrozenTrial) -> float | None:
@@ -109,7 +118,7 @@ def table(view: SweepView) -> str:
             [
                 str(trial.number),
                 trial.state.name,
-                _fmt(trial.value),
+                _value_cell(view, trial, record),
                 _fmt(test),
                 _fmt(trial_json(view, trial)["seconds"], 1),
                 *(_fmt(values.get(p)) for p in params),

@@ -10,7 +10,8 @@ import socket
 import threading
 import time
 import warnings
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -19,13 +20,15 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import TrialState
 from pydantic import ValidationError
 
-from tunefleet.config import SweepConfig, apply_params
+from tunefleet.config import SweepConfig, apply_params, with_secrets
 from tunefleet.errors import TunefleetError
 from tunefleet.platform.layout import Layout
 from tunefleet.platform.store import Store
-from tunefleet.platform.telemetry import TrialTracking, start_trial_tracking
+from tunefleet.platform.sync import replay_in_background
+from tunefleet.platform.telemetry import RunTracking, mlflow_uri, start_trial_tracking
 from tunefleet.search.space import suggest_params
 from tunefleet.search.study import HEARTBEAT_SECONDS, make_storage, open_study
+from tunefleet.secrets import install_log_redaction, redact_text, secret_values, url_passwords
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,8 @@ class WorkerOptions:
     threads: int | None = None
     deadline: float | None = None
     """Wall-clock time (``time.time()``) after which no new trial starts."""
+    secrets: Mapping[str, Any] = field(default_factory=dict)
+    """Dotted path -> real value of the secrets the stored config holds redacted."""
 
 
 def quiet_libraries() -> None:
@@ -93,8 +98,15 @@ def run_worker(options: WorkerOptions) -> int:
     quiet_libraries()
     store = Store(options.db_url)
     sweep = store.get_sweep(options.name)
-    config = SweepConfig.model_validate(sweep.config)
+    config = with_secrets(SweepConfig.model_validate(sweep.config), options.secrets)
+    install_log_redaction(secret_values(config) | url_passwords(options.db_url))
     study = open_study(config, storage=make_storage(options.db_url), worker=options.index)
+    replay = replay_in_background(
+        options.layout,
+        name=options.name,
+        known_uris={mlflow_uri(config, options.layout)},
+        store=store,
+    )
     ran = failures = 0
     while failures < MAX_CONSECUTIVE_FAILURES:
         if options.deadline is not None and time.time() >= options.deadline:
@@ -117,6 +129,8 @@ def run_worker(options: WorkerOptions) -> int:
             beat.stop()
         ran += 1
         failures = 0 if ok else failures + 1
+    # A worker that found no slot left still finishes its replay, within the trackers' wait.
+    replay.join(config.tracking.sink_wait_s)
     store.dispose()
     return ran
 
@@ -143,7 +157,6 @@ def run_one(
     parent_run_id: str | None,
 ) -> bool:
     """One asked trial from suggest to tell; False if it failed (its slot goes back)."""
-    from tunefleet.tracking.callback import TrackingCallback
     from tunefleet.trainers.run import TrialPruned, TrialRequest, run_trial
 
     name, number, layout = options.name, trial.number, options.layout
@@ -159,6 +172,8 @@ def run_one(
         experiment_id=experiment_id,
         parent_run_id=parent_run_id,
         worker=options.index,
+        db_url=options.db_url,
+        store=store,
     )
     _record_start(store, trial, options, params, tracking)
 
@@ -174,7 +189,7 @@ def run_one(
         work_dir=layout.work_dir(name, number),
         cache_dir=layout.token_cache,
         report=report,
-        callbacks=[TrackingCallback(tracking.bus)],
+        callbacks=[tracking.callback],
     )
     try:
         outcome = run_trial(trial_config, request)
@@ -182,7 +197,7 @@ def run_one(
     except TrialPruned as pruned:
         outcome, state = pruned.outcome, TrialState.PRUNED
     except (Exception, KeyboardInterrupt) as exc:
-        tracking.bus.close(status="FAILED", timeout_s=10)
+        _end_tracking(store, trial, options, tracking, "FAILED")
         if isinstance(exc, KeyboardInterrupt):
             study.tell(trial, state=TrialState.FAIL)
             raise
@@ -192,11 +207,8 @@ def run_one(
     finally:
         shutil.rmtree(request.work_dir, ignore_errors=True)
     if state == TrialState.COMPLETE and outcome.value is None:
-        tracking.bus.close(status="FAILED", timeout_s=10)
+        _end_tracking(store, trial, options, tracking, "FAILED")
         return _fail(study, store, trial, options, "no evaluation produced the metric", params)
-    unsent = tracking.bus.close(status="FINISHED" if state == TrialState.COMPLETE else "KILLED")
-    if any(unsent.values()):
-        log.warning("trial %d: points not delivered: %s", number, unsent)
     if state == TrialState.PRUNED:
         # A pruned trial is never promoted; its checkpoint is only disk (ray#9865).
         shutil.rmtree(request.checkpoint_dir, ignore_errors=True)
@@ -216,8 +228,11 @@ def run_one(
         else None,
         checkpoint_sha256=outcome.checkpoint_sha256 if state == TrialState.COMPLETE else None,
     )
-    if state == TrialState.COMPLETE:
-        _update_best(study, store, options.name)
+    if state == TrialState.COMPLETE and _update_best(study, store, options.name) == number:
+        tracking.report_best(trial=number, value=float(outcome.value or 0.0), params=params)
+    _end_tracking(
+        store, trial, options, tracking, "FINISHED" if state == TrialState.COMPLETE else "KILLED"
+    )
     return True
 
 
@@ -226,10 +241,9 @@ def _record_start(
     trial: optuna.Trial,
     options: WorkerOptions,
     params: dict[str, Any],
-    tracking: TrialTracking,
+    tracking: RunTracking,
 ) -> None:
     for key, value in (
-        ("mlflow_run_id", tracking.mlflow_run_id),
         ("wandb_run_id", tracking.wandb_run_id),
         ("host", socket.gethostname()),
         ("pid", os.getpid()),
@@ -241,7 +255,6 @@ def _record_start(
         trial.number,
         state="RUNNING",
         params=params,
-        mlflow_run_id=tracking.mlflow_run_id,
         wandb_run_id=tracking.wandb_run_id,
         host=socket.gethostname(),
         pid=os.getpid(),
@@ -256,6 +269,7 @@ def _fail(
     why: str,
     params: dict[str, Any],
 ) -> bool:
+    why = redact_text(why)  # an exception's text may quote a URL or a token
     trial.set_user_attr("fail_reason", why[:2000])
     study.tell(trial, state=TrialState.FAIL)
     store.upsert_trial(
@@ -272,7 +286,8 @@ def _fail(
     return False
 
 
-def _update_best(study: optuna.Study, store: Store, name: str) -> None:
+def _update_best(study: optuna.Study, store: Store, name: str) -> int:
+    """Records the sweep's best trial; returns its number."""
     best = study.best_trial
     record = store.trial(name, best.number)
     store.set_best(
@@ -282,6 +297,18 @@ def _update_best(study: optuna.Study, store: Store, name: str) -> None:
         params=best.params,
         checkpoint=record.checkpoint if record else None,
     )
+    return best.number
+
+
+def _end_tracking(
+    store: Store, trial: optuna.Trial, options: WorkerOptions, tracking: RunTracking, status: str
+) -> None:
+    # Not an Optuna user attr: the trial is told by now, and Optuna refuses changes after that.
+    """Close the trial's telemetry (a bounded wait) and record the MLflow run id, which the bus
+    thread created: it exists by now unless MLflow was down (then `tunefleet sync` records it)."""
+    tracking.close(status)
+    if tracking.mlflow_run_id:
+        store.upsert_trial(options.name, trial.number, mlflow_run_id=tracking.mlflow_run_id)
 
 
 def worker_main(options: WorkerOptions) -> int:
@@ -289,7 +316,7 @@ def worker_main(options: WorkerOptions) -> int:
     try:
         ran = run_worker(options)
     except TunefleetError as exc:
-        print(f"error: {exc}", flush=True)
+        print(f"error: {redact_text(str(exc))}", flush=True)
         return 2
     print(f"worker {options.index} ({os.getpid()}) ran {ran} trial(s)", flush=True)
     return 0

@@ -1,23 +1,52 @@
-"""The Trainer callback that turns logging steps and evaluations into points."""
+"""The Trainer callback that turns logging steps, evaluations and checkpoints into events."""
 
 from __future__ import annotations
 
+import json
+import math
+import time
+from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from tunefleet.tracking.bus import TelemetryBus
-from tunefleet.tracking.events import Point
+from tunefleet.tracking.events import Checkpoint, Evaluation, Event, Point
 
 STEP_KEYS = ("loss", "learning_rate", "grad_norm", "epoch")
+GROUP_PREFIX = "grad_norm/"
 SKIPPED_EVAL_KEYS = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second")
+REPORT_FILE = "evaluation.json"
+"""The report a best checkpoint folder carries (written by trainers' BestCheckpointCallback)."""
+
+
+def _tracked(key: str, value: object) -> bool:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    return (
+        key in STEP_KEYS
+        or key.startswith(GROUP_PREFIX)
+        or (key.startswith("eval_") and key not in SKIPPED_EVAL_KEYS)
+    )
 
 
 class TrackingCallback(TrainerCallback):
-    """Hands each logged value to the bus and returns at once (the bus thread does the I/O)."""
+    """Hands each log to the bus and returns: the spool append is a buffered write, the
+    delivery happens on the bus thread. Flushes the spool at every evaluation and at the end.
+
+    ``seconds`` keeps the time each ``on_log`` took on the training thread (the benchmark's
+    per-step latency); ``step`` is the latest global step, for the system monitor.
+    """
 
     def __init__(self, bus: TelemetryBus) -> None:
         self.bus = bus
+        self.step = 0
+        self.seconds: list[float] = []
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        self.step = state.global_step
 
     def on_log(
         self,
@@ -27,15 +56,42 @@ class TrackingCallback(TrainerCallback):
         logs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        if not logs:
-            return
-        step = state.global_step
-        points = [
-            Point.now(key, value, step)
-            for key, value in logs.items()
-            if isinstance(value, int | float)
-            and not isinstance(value, bool)
-            and (key in STEP_KEYS or (key.startswith("eval_") and key not in SKIPPED_EVAL_KEYS))
-        ]
+        started = time.perf_counter()
+        step = self.step = state.global_step
+        logs = logs or {}
+        points = [Point.now(k, v, step) for k, v in logs.items() if _tracked(k, v)]
+        if "loss" not in logs:
+            # An evaluation's log repeats the epoch of the training log at the same step, and a
+            # tracker keeping one value per key and step (W&B) would hold it once, MLflow twice.
+            points = [p for p in points if p.key != "epoch"]
         if any(p.key != "epoch" for p in points):
             self.bus.emit(points)
+        self.seconds.append(time.perf_counter() - started)
+
+    def on_evaluate(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        metrics: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        # BestCheckpointCallback runs first and marks a new best in Trainer's own state fields.
+        if state.best_global_step == state.global_step and state.best_model_checkpoint:
+            self.bus.emit(self._best_events(state))
+        self.bus.flush()
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        self.bus.flush()
+
+    @staticmethod
+    def _best_events(state: TrainerState) -> list[Event]:
+        folder = Path(str(state.best_model_checkpoint))
+        value = float(state.best_metric) if state.best_metric is not None else math.nan
+        events: list[Event] = [Checkpoint(state.global_step, value, str(folder))]
+        report = folder / REPORT_FILE
+        if report.is_file():
+            events.append(Evaluation(state.global_step, json.loads(report.read_text())))
+        return events

@@ -1,9 +1,19 @@
-"""What flows from training to the sinks."""
+"""What flows from training to the sinks: a trial's events, in the order they happened.
+
+Every event is appended to the trial's spool before any sink sees it, so each one has a place in
+that file; a sink's cursor is a byte offset into it. Events are plain frozen data with a JSON
+form (``encode_event``/``decode_event``) so that a later process can replay them.
+"""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+TERMINAL_STATES = ("FINISHED", "FAILED", "KILLED")
+"""MLflow's run statuses for a run that ended (a pruned trial ends KILLED)."""
 
 
 @dataclass(frozen=True)
@@ -21,11 +31,101 @@ class Point:
 
 
 @dataclass(frozen=True)
+class Evaluation:
+    """The report (confusion matrix, per-class scores) of an evaluation that became the best."""
+
+    step: int
+    report: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A new best checkpoint was written."""
+
+    step: int
+    value: float
+    path: str
+
+
+@dataclass(frozen=True)
+class BestSoFar:
+    """This trial became the sweep's best: its value and params go to the sweep's parent run."""
+
+    trial: int
+    value: float
+    params: Mapping[str, Any]
+    timestamp_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+
+
+@dataclass(frozen=True)
+class End:
+    """The trial ended; ``status`` is one of :data:`TERMINAL_STATES`."""
+
+    status: str
+
+    def __post_init__(self) -> None:
+        if self.status not in TERMINAL_STATES:
+            raise ValueError(f"status must be one of {TERMINAL_STATES}, got {self.status!r}")
+
+
+Event = Point | Evaluation | Checkpoint | BestSoFar | End
+
+
+@dataclass(frozen=True)
 class RunInfo:
-    """Who a trial's points belong to; handed to each sink when the trial starts."""
+    """Who a trial's events belong to; the spool's header keeps it for replay."""
 
     sweep: str
     trial: int
     method: str
     params: dict[str, object]
-    """The trial's concrete config, flattened to dotted keys."""
+    """The trial's concrete config, flattened to dotted keys, secrets redacted."""
+    tags: dict[str, str] = field(default_factory=dict)
+    """Worker, host and pid: where the trial ran."""
+    run_name: str = ""
+    """The run's display name in the trackers; ``trial-N`` when empty."""
+
+    @property
+    def name(self) -> str:
+        return self.run_name or f"trial-{self.trial}"
+
+
+def encode_points(points: list[Point]) -> dict[str, Any]:
+    # One compact row per point keeps the spool cheap to write at every logging step.
+    return {"p": [[p.key, p.value, p.step, p.timestamp_ms] for p in points]}
+
+
+def encode_event(event: Event) -> dict[str, Any]:
+    if isinstance(event, Point):
+        return encode_points([event])
+    if isinstance(event, Evaluation):
+        return {"e": "evaluation", "step": event.step, "report": dict(event.report)}
+    if isinstance(event, Checkpoint):
+        return {"e": "checkpoint", "step": event.step, "value": event.value, "path": event.path}
+    if isinstance(event, BestSoFar):
+        return {
+            "e": "best",
+            "trial": event.trial,
+            "value": event.value,
+            "params": dict(event.params),
+            "t": event.timestamp_ms,
+        }
+    return {"e": "end", "status": event.status}
+
+
+def decode_line(record: Mapping[str, Any]) -> list[Event]:
+    """The events one spool line holds (a line of points holds many)."""
+    if "p" in record:
+        return [Point(str(k), float(v), int(s), int(t)) for k, v, s, t in record["p"]]
+    kind = record["e"]
+    if kind == "evaluation":
+        return [Evaluation(int(record["step"]), record["report"])]
+    if kind == "checkpoint":
+        return [Checkpoint(int(record["step"]), float(record["value"]), str(record["path"]))]
+    if kind == "best":
+        return [
+            BestSoFar(int(record["trial"]), float(record["value"]), record["params"], record["t"])
+        ]
+    if kind == "end":
+        return [End(str(record["status"]))]
+    raise ValueError(f"unknown spool event {kind!r}")

@@ -3,16 +3,27 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tunefleet.tracking.events import Point, RunInfo
+from tunefleet.tracking.events import (
+    BestSoFar,
+    Checkpoint,
+    End,
+    Evaluation,
+    Event,
+    Point,
+    RunInfo,
+)
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 MAX_PARAMS_PER_BATCH = 100
+MAX_METRICS_PER_BATCH = 1000
+SPOOL_TAG = "tunefleet.spool"
 MAX_PARAM_LENGTH = 6000
 
 
@@ -25,6 +36,13 @@ def make_client(tracking_uri: str) -> MlflowClient:
             "tracking.mlflow.enabled: false"
         ) from None
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def fail_fast_http() -> None:
+    """The bus retries with its own backoff; MLflow's own (7 retries, 120 s timeout) would keep
+    a batch in flight for minutes against a dead server. Explicit settings win."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 
 def default_tracking_uri(out: Path) -> str:
@@ -69,36 +87,118 @@ def start_child_run(
     experiment_id: str,
     parent_run_id: str | None,
     info: RunInfo,
-    tags: Mapping[str, str],
+    spool_id: str,
 ) -> str:
-    all_tags = {
+    """The trial's run, created once: a replay in another process finds it by its spool id
+    (MLflow picks run ids, so the id cannot be chosen up front)."""
+    found = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{SPOOL_TAG}` = '{spool_id}'", max_results=1
+    )
+    if found:
+        return str(found[0].info.run_id)
+    tags = {
         "tunefleet.sweep": info.sweep,
         "tunefleet.trial": str(info.trial),
         "tunefleet.method": info.method,
         "tunefleet.role": "trial",
-        **tags,
+        SPOOL_TAG: spool_id,
+        **info.tags,
     }
     if parent_run_id:
-        all_tags["mlflow.parentRunId"] = parent_run_id
-    run = client.create_run(experiment_id, run_name=f"trial-{info.trial}", tags=all_tags)
+        tags["mlflow.parentRunId"] = parent_run_id
+    run = client.create_run(experiment_id, run_name=info.name, tags=tags)
     log_params(client, run.info.run_id, info.params)
     return str(run.info.run_id)
 
 
 class MlflowSink:
-    """Metric batches to one run (``log_batch`` takes at most 1,000 metrics a request)."""
+    """A trial's events to its MLflow run, created lazily on the bus thread (a tracker that is
+    down at trial start must not hold the trial up).
+
+    Metrics go in ``log_batch`` requests of at most 1,000; the best evaluation's report as
+    artifacts under ``evaluation/``; a new best of the sweep to the parent run (a ``best_value``
+    metric stepped by trial number, and ``best.*`` tags: params cannot change once logged).
+    """
 
     name = "mlflow"
 
-    def __init__(self, client: MlflowClient, run_id: str) -> None:
-        self.client, self.run_id = client, run_id
+    def __init__(
+        self,
+        client: MlflowClient,
+        *,
+        info: RunInfo,
+        experiment_id: str,
+        parent_run_id: str | None,
+        spool_id: str,
+        artifacts: Path,
+        state: Mapping[str, Any],
+    ) -> None:
+        fail_fast_http()
+        self.client, self.info, self.experiment_id = client, info, experiment_id
+        self.parent_run_id, self.spool_id, self.artifacts = parent_run_id, spool_id, artifacts
+        self.run_id: str | None = state.get("run_id")
 
-    def write(self, points: Sequence[Point]) -> None:
+    def _run(self) -> str:
+        if self.run_id is None:
+            self.run_id = start_child_run(
+                self.client,
+                experiment_id=self.experiment_id,
+                parent_run_id=self.parent_run_id,
+                info=self.info,
+                spool_id=self.spool_id,
+            )
+        return self.run_id
+
+    def state(self) -> dict[str, Any]:
+        return {"run_id": self.run_id}
+
+    def write(self, events: Sequence[Event]) -> None:
         from mlflow.entities import Metric
 
-        metrics = [Metric(p.key, p.value, p.timestamp_ms, p.step) for p in points]
-        for start in range(0, len(metrics), 1000):
-            self.client.log_batch(self.run_id, metrics=metrics[start : start + 1000])
+        run_id = self._run()
+        metrics: list[Metric] = []
+        for event in events:
+            if isinstance(event, Point):
+                metrics.append(Metric(event.key, event.value, event.timestamp_ms, event.step))
+                continue
+            self._log_metrics(run_id, metrics)
+            metrics = []
+            self._handle(run_id, event)
+        self._log_metrics(run_id, metrics)
 
-    def finish(self, *, status: str) -> None:
-        self.client.set_terminated(self.run_id, status=status)
+    def _log_metrics(self, run_id: str, metrics: Sequence[Any]) -> None:
+        for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
+            self.client.log_batch(run_id, metrics=metrics[start : start + MAX_METRICS_PER_BATCH])
+
+    def _handle(self, run_id: str, event: Event) -> None:
+        if isinstance(event, Evaluation):
+            from tunefleet.tracking.render import write_evaluation_artifacts
+
+            folder = self.artifacts / f"evaluation-step-{event.step}"
+            write_evaluation_artifacts(dict(event.report), folder)
+            self.client.log_artifacts(run_id, str(folder), artifact_path="evaluation")
+            self.client.set_tag(run_id, "tunefleet.best_step", str(event.step))
+        elif isinstance(event, Checkpoint):
+            self.client.set_tag(run_id, "tunefleet.checkpoint", event.path)
+        elif isinstance(event, BestSoFar):
+            self._best_so_far(event)
+        elif isinstance(event, End):
+            self.client.set_terminated(run_id, status=event.status)
+
+    def _best_so_far(self, event: BestSoFar) -> None:
+        from mlflow.entities import Metric, RunTag
+
+        if not self.parent_run_id:
+            return
+        tags = [RunTag("tunefleet.best_trial", str(event.trial))]
+        tags += [
+            RunTag(f"best.{k}"[:250], str(v)[:MAX_PARAM_LENGTH]) for k, v in event.params.items()
+        ]
+        self.client.log_batch(
+            self.parent_run_id,
+            metrics=[Metric("best_value", event.value, event.timestamp_ms, event.trial)],
+            tags=tags,
+        )
+
+    def close(self) -> None:
+        """Nothing to release: the client holds no connection of its own."""

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import secrets
 import string
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from itertools import groupby
 from pathlib import Path
 from typing import Any
 
-from tunefleet.tracking.events import Point, RunInfo
+from tunefleet.tracking.events import Checkpoint, End, Evaluation, Event, Point, RunInfo
 
 
 def new_run_id() -> str:
@@ -29,8 +29,12 @@ def _import_wandb() -> Any:
 
 
 class WandbSink:
-    """Starts its run lazily on the bus thread: ``wandb.init`` spawns a service process and can
-    take seconds, which must not be spent on the training thread."""
+    """A trial's events to its W&B run (group = sweep, job_type = method, name = trial-N).
+
+    The run starts lazily on the bus thread: ``wandb.init`` spawns a service process and can take
+    seconds, which must not be spent on the training thread. A replay in a later process resumes
+    the same run id.
+    """
 
     name = "wandb"
 
@@ -43,9 +47,14 @@ class WandbSink:
         entity: str | None,
         mode: str,
         directory: Path,
+        artifacts: Path,
+        state: Mapping[str, Any],
     ) -> None:
         self.info, self.run_id = info, run_id
         self.project, self.entity, self.mode, self.directory = project, entity, mode, directory
+        self.artifacts = artifacts
+        self._resume = bool(state.get("started"))
+        self._step = int(state.get("step", 0))
         self._run: Any = None
 
     def _started(self) -> Any:
@@ -57,12 +66,13 @@ class WandbSink:
                 entity=self.entity,
                 group=self.info.sweep,
                 job_type=self.info.method,
-                name=f"trial-{self.info.trial}",
+                name=self.info.name,
                 id=self.run_id,
                 config=dict(self.info.params),
                 mode=self.mode,
                 dir=str(self.directory),
                 reinit="create_new",
+                resume="allow" if self._resume else None,
                 settings=wandb.Settings(
                     silent=True,
                     console="off",
@@ -71,15 +81,55 @@ class WandbSink:
                     save_code=False,
                 ),
             )
+            self._resume = True
         return self._run
 
-    def write(self, points: Sequence[Point]) -> None:
-        run = self._started()
-        for step, group in groupby(points, key=lambda p: p.step):
-            run.log({p.key: p.value for p in group}, step=step)
+    def state(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "started": self._resume, "step": self._step}
 
-    def finish(self, *, status: str) -> None:
-        if self._run is None and status == "FINISHED":
-            self._started()  # a trial that logged nothing still gets its run
+    def write(self, events: Sequence[Event]) -> None:
+        run = self._started()
+        points: list[Point] = []
+        for event in events:
+            if isinstance(event, Point):
+                points.append(event)
+                continue
+            self._log(run, points)
+            points = []
+            self._handle(run, event)
+        self._log(run, points)
+
+    def _log(self, run: Any, points: Sequence[Point]) -> None:
+        # W&B drops a log whose step is below one it has seen; a system sample taken at step S
+        # can be spooled just after the training thread logged S + 1, so it goes in at S + 1.
+        for step, group in groupby(points, key=lambda p: p.step):
+            self._step = max(self._step, step)
+            run.log({p.key: p.value for p in group}, step=self._step)
+
+    def _handle(self, run: Any, event: Event) -> None:
+        if isinstance(event, Evaluation):
+            from tunefleet.tracking.render import write_evaluation_artifacts
+
+            folder = self.artifacts / f"evaluation-step-{event.step}"
+            files = write_evaluation_artifacts(dict(event.report), folder)
+            wandb = _import_wandb()
+            png = next(f for f in files if f.suffix == ".png")
+            self._step = max(self._step, event.step)
+            run.log({"evaluation/confusion_matrix": wandb.Image(str(png))}, step=self._step)
+            for f in files:
+                if f.suffix == ".json":
+                    run.save(str(f), base_path=str(folder), policy="now")
+        elif isinstance(event, Checkpoint):
+            run.summary["best_checkpoint"] = event.path
+            run.summary["best_value"] = event.value
+            run.summary["best_step"] = event.step
+        elif isinstance(event, End):
+            run.finish(exit_code=0 if event.status == "FINISHED" else 1)
+            self._run = None
+
+    def close(self) -> None:
+        """A run left open (the trial's end was not delivered) is finished as a crash would be:
+        its status stays undecided until a replay delivers the end."""
         if self._run is not None:
-            self._run.finish(exit_code=0 if status == "FINISHED" else 1)
+            self._run.finish(exit_code=1)
+            self._run = None

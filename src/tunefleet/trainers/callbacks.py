@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -24,7 +25,12 @@ class _Best:
 
 
 class BestCheckpointCallback(TrainerCallback):
-    """Keeps the best evaluation's checkpoint and reports every evaluation for pruning."""
+    """Keeps the best evaluation's checkpoint and reports every evaluation for pruning.
+
+    A new best is also recorded in Trainer's own ``state.best_metric``, ``best_global_step`` and
+    ``best_model_checkpoint`` (``folder``), so callbacks after this one in the same
+    ``on_evaluate`` can tell that this evaluation is the new best and find its checkpoint.
+    """
 
     def __init__(
         self,
@@ -34,9 +40,11 @@ class BestCheckpointCallback(TrainerCallback):
         write: Callable[[nn.Module, float, float], dict[str, str]],
         report: Reporter | None,
         patience: int | None = None,
+        folder: Path | None = None,
     ) -> None:
         self.metric, self.maximize, self.write, self.report = metric, maximize, write, report
         self.patience = patience
+        self.folder = folder
         self.best = _Best()
         self.pruned = False
         self.stale = 0
@@ -63,6 +71,7 @@ class BestCheckpointCallback(TrainerCallback):
                 {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)},
             )
             self.best.hashes = self.write(kwargs["model"], value, epoch)
+            self._record_best(state, value)
             self.stale = 0
         else:
             self.stale += 1
@@ -71,6 +80,12 @@ class BestCheckpointCallback(TrainerCallback):
         if self.report is not None and self.report(round(epoch), value):
             self.pruned = True
             control.should_training_stop = True
+
+    def _record_best(self, state: TrainerState, value: float) -> None:
+        state.best_metric = value
+        state.best_global_step = state.global_step
+        if self.folder is not None:
+            state.best_model_checkpoint = str(self.folder)
 
     def _better(self, value: float) -> bool:
         if math.isnan(value):

@@ -1,5 +1,6 @@
-"""Self-describing checkpoint folders: weights (safetensors), config, tokenizer and
-``tunefleet.json`` (what made it), plus the sha256 of every file so promotion can verify it."""
+"""Self-describing checkpoint folders: weights (safetensors), config, tokenizer,
+``tunefleet.json`` (what made it) and ``evaluation.json`` (how it scored when chosen), plus the
+sha256 of every file so promotion can verify it."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from tunefleet.errors import IntegrityError, NotFoundError
 
 MANIFEST = "tunefleet.json"
+EVALUATION = "evaluation.json"
+"""The report (``evaluation_report``) of the evaluation the checkpoint was chosen at."""
 FORMAT = 1
 
 
@@ -61,17 +64,21 @@ def write_checkpoint(
     save: Any,
     tokenizer: PreTrainedTokenizerBase,
     manifest: Manifest,
+    evaluation: Mapping[str, Any] | None = None,
 ) -> dict[str, str]:
     """Replace ``folder`` with a new checkpoint; returns {relative path: sha256}.
 
     Written to a sibling folder and swapped in, so a crash mid-write leaves the previous best
-    checkpoint intact rather than half of each.
+    checkpoint intact rather than half of each. ``evaluation`` (the report of the evaluation
+    that chose it) is written as ``evaluation.json`` before hashing, so ``verify`` covers it.
     """
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
     save(model, staging)
     tokenizer.save_pretrained(staging)
     (staging / MANIFEST).write_text(json.dumps(manifest.to_json(), indent=2, default=str))
+    if evaluation is not None:
+        (staging / EVALUATION).write_text(json.dumps(evaluation, indent=2))
     hashes = hash_folder(staging)
     old = folder.with_name(f".{folder.name}-old")
     if folder.exists():

@@ -3,23 +3,40 @@ into the same evaluation, and the test split scored on the reloaded best checkpo
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from accelerate.utils import DistributedType
+from numpy.typing import NDArray
+from torch import Tensor, nn
+from torch.nn.utils import clip_grads_with_norm_
 from torch.utils.data import DataLoader, Dataset
 from transformers import EvalPrediction, PreTrainedModel, Trainer
 from transformers.trainer_utils import EvalLoopOutput
+from transformers.utils.import_utils import is_sagemaker_mp_enabled
 
 from tunefleet.trainers.data import Splits
+from tunefleet.trainers.gradients import GradientGroups
 from tunefleet.trainers.methods import Method
-from tunefleet.trainers.metrics import classification_metrics, cross_entropy
+from tunefleet.trainers.metrics import classification_metrics, cross_entropy, evaluation_report
 from tunefleet.trainers.model import load_classifier, load_tokenizer
 from tunefleet.trainers.predict import batched_logits
 
 TARGET_PREFIX = "eval_target"
 TARGET_METRICS = ("accuracy", "f1")
 """Scored on the held-out target-domain rows at every evaluation, as ``eval_target_<name>``."""
+#: Where accelerate norms and clips gradients itself (sharded or engine-owned gradients).
+_ENGINE_CLIPPED = frozenset(
+    {
+        DistributedType.DEEPSPEED,
+        DistributedType.FSDP,
+        DistributedType.XLA,
+        DistributedType.MEGATRON_LM,
+    }
+)
 
 
 class DomainTrainer(Trainer):
@@ -31,11 +48,57 @@ class DomainTrainer(Trainer):
     see source and target metrics in separate dicts), and a per-row domain flag passed as an extra
     label would be handed to every method's ``forward`` and mix target rows into ``eval_loss``.
     Here ``eval_loss`` stays the source task loss and ``eval_target_*`` join the same metrics.
+
+    With ``gradient_groups``, the gradient norm of each optimizer step is measured once, before
+    clipping, by :meth:`GradientGroups.measure` (global and per group, on the device), and that
+    total is the one clipped with and logged as ``grad_norm``.
     """
 
-    def __init__(self, *args: Any, target_eval: Dataset[Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        target_eval: Dataset[Any] | None = None,
+        gradient_groups: GradientGroups | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.target_eval = target_eval
+        self.gradient_groups = gradient_groups
+        self._plain_grads: bool | None = None
+
+    def _clip_grad_norm(self, model: nn.Module) -> Any:
+        groups = self._grouping()
+        if groups is None:
+            return super()._clip_grad_norm(model)  # type: ignore[no-untyped-call]
+        total = self._measure(groups)
+        # With the measured total: no second norm pass, and no host sync to decide the scale.
+        clip_grads_with_norm_(groups.with_grad(), self.args.max_grad_norm, total)
+        return total
+
+    def _get_grad_norm(self, model: nn.Module, grad_norm: Tensor | float | None = None) -> Any:
+        if grad_norm is None and (groups := self._grouping()) is not None:
+            grad_norm = self._measure(groups)
+        return super()._get_grad_norm(model, grad_norm=grad_norm)  # type: ignore[no-untyped-call]
+
+    def _measure(self, groups: GradientGroups) -> Tensor:
+        # fp16's GradScaler: norms of the true gradients. accelerate's clip_grad_norm_, which
+        # would unscale, is no longer called this step, so this is the step's one unscale_.
+        self.accelerator.unscale_gradients()
+        return groups.measure()
+
+    def _grouping(self) -> GradientGroups | None:
+        """The groups to measure with, or None where Trainer's own norm must be used."""
+        groups = self.gradient_groups
+        if (
+            groups is None
+            or self.accelerator.distributed_type in _ENGINE_CLIPPED
+            or is_sagemaker_mp_enabled()
+        ):
+            return None
+        if self._plain_grads is None:
+            # DTensor gradients (tensor parallel) hold shards: their local norms are not the norm.
+            self._plain_grads = all(type(p.grad) is Tensor for p in groups.with_grad())
+        return groups if self._plain_grads else None
 
     def evaluation_loop(
         self,
@@ -51,13 +114,15 @@ class DomainTrainer(Trainer):
         # Only Trainer's own evaluations ("eval"): not predict(), not the target pass itself.
         if self.target_eval is None or metric_key_prefix != "eval":
             return output
-        target = super().evaluation_loop(
-            self.get_eval_dataloader(self.target_eval),
-            description,
-            prediction_loss_only,
-            ignore_keys,
-            TARGET_PREFIX,
-        )
+        # The report kept with a checkpoint is the source evaluation's, whatever the target scores.
+        with _report_paused(self.compute_metrics):
+            target = super().evaluation_loop(
+                self.get_eval_dataloader(self.target_eval),
+                description,
+                prediction_loss_only,
+                ignore_keys,
+                TARGET_PREFIX,
+            )
         assert output.metrics is not None and target.metrics is not None  # always a dict here
         for name in TARGET_METRICS:
             key = f"{TARGET_PREFIX}_{name}"
@@ -66,23 +131,66 @@ class DomainTrainer(Trainer):
 
 
 def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
+    return classification_metrics(*_logits_and_labels(prediction))
+
+
+class EvaluationRecorder:
+    """A trial's ``compute_metrics``: the same metrics, plus the full ``evaluation_report`` of the
+    latest evaluation kept as ``report``, for the checkpoint written at that evaluation.
+
+    One per trial (it knows the label names), so no report outlives or leaks across trials.
+    """
+
+    def __init__(self, label_names: Sequence[str]) -> None:
+        self.label_names = tuple(label_names)
+        self.report: dict[str, Any] | None = None
+        self._paused = False
+
+    def __call__(self, prediction: EvalPrediction) -> dict[str, float]:
+        logits, labels = _logits_and_labels(prediction)
+        if not self._paused:
+            self.report = evaluation_report(logits, labels, self.label_names)
+        return classification_metrics(logits, labels)
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Evaluations inside are scored as usual but leave ``report`` as it was."""
+        self._paused = True
+        try:
+            yield
+        finally:
+            self._paused = False
+
+
+def _report_paused(compute: object) -> AbstractContextManager[None]:
+    return compute.paused() if isinstance(compute, EvaluationRecorder) else nullcontext()
+
+
+def _logits_and_labels(
+    prediction: EvalPrediction,
+) -> tuple[NDArray[np.floating], NDArray[np.integer]]:
     logits = (
         prediction.predictions[0]
         if isinstance(prediction.predictions, tuple)
         else prediction.predictions
     )
-    labels = np.asarray(prediction.label_ids)
-    return classification_metrics(np.asarray(logits), labels)
+    return np.asarray(logits), np.asarray(prediction.label_ids)
 
 
 def score_checkpoint(
-    method: Method, folder: Path, resolved: str, splits: Splits, max_length: int
+    method: Method,
+    folder: Path,
+    resolved: str,
+    splits: Splits,
+    max_length: int,
+    *,
+    token: str | None = None,
 ) -> dict[str, float]:
     """Test-set metrics of the saved best checkpoint (reloaded, so the file itself is tested)."""
     assert splits.test is not None
 
     def base() -> PreTrainedModel:
-        return load_classifier(resolved, splits.label_names)
+        return load_classifier(resolved, splits.label_names, token=token)
 
     model = method.load(folder, base)
     model.eval()

@@ -48,14 +48,18 @@ def resolve_model(name_or_path: str) -> str:
     return name_or_path
 
 
-def load_tokenizer(resolved: str) -> PreTrainedTokenizerBase:
-    return AutoTokenizer.from_pretrained(resolved)
+def load_tokenizer(resolved: str, *, token: str | None = None) -> PreTrainedTokenizerBase:
+    """``token``: a hub access token (``model.token``); None leaves it to HF_TOKEN or a login."""
+    return AutoTokenizer.from_pretrained(resolved, token=token)
 
 
-def load_classifier(resolved: str, label_names: Sequence[str]) -> PreTrainedModel:
+def load_classifier(
+    resolved: str, label_names: Sequence[str], *, token: str | None = None
+) -> PreTrainedModel:
     """The pretrained body with a fresh head sized for ``label_names``."""
     return AutoModelForSequenceClassification.from_pretrained(  # type: ignore[no-any-return]
         resolved,
+        token=token,
         num_labels=len(label_names),
         id2label=dict(enumerate(label_names)),
         label2id={name: i for i, name in enumerate(label_names)},

@@ -28,7 +28,8 @@ from tunefleet.trainers.arguments import training_arguments
 from tunefleet.trainers.callbacks import BestCheckpointCallback, Reporter
 from tunefleet.trainers.checkpoint import Manifest, write_checkpoint
 from tunefleet.trainers.data import Splits, Table, load_splits
-from tunefleet.trainers.evaluation import DomainTrainer, compute_metrics, score_checkpoint
+from tunefleet.trainers.evaluation import DomainTrainer, EvaluationRecorder, score_checkpoint
+from tunefleet.trainers.gradients import GradientGroups, GradientNormLogger
 from tunefleet.trainers.methods import Method, get_method
 from tunefleet.trainers.model import load_classifier, load_tokenizer, resolve_model
 from tunefleet.trainers.optimization import (
@@ -94,10 +95,11 @@ def run_trial(config: SweepConfig, request: TrialRequest) -> TrialOutcome:
     started = time.perf_counter()
     splits = load_splits(config.data)
     resolved = resolve_model(config.model.name_or_path)
-    tokenizer = load_tokenizer(resolved)
+    token = config.model.token.get_secret_value() if config.model.token else None
+    tokenizer = load_tokenizer(resolved, token=token)
     method = get_method(config.train.method)
     set_seed(config.train.seed)
-    model = method.prepare(load_classifier(resolved, splits.label_names), config.train)
+    model = method.prepare(load_classifier(resolved, splits.label_names, token=token), config.train)
 
     def encoded(table: Table) -> EncodedDataset:
         return encode(
@@ -123,12 +125,14 @@ def run_trial(config: SweepConfig, request: TrialRequest) -> TrialOutcome:
     target_eval = encoded(splits.target_eval) if splits.target_eval is not None else None
     maximize = config.search.direction == "maximize"
     train = config.train
+    evaluations = EvaluationRecorder(splits.label_names)
     checkpoint = BestCheckpointCallback(
         metric=config.search.metric,
         maximize=maximize,
         report=request.report,
-        write=_checkpoint_writer(config, request, method, tokenizer, splits),
+        write=_checkpoint_writer(config, request, method, tokenizer, splits, evaluations),
         patience=train.early_stopping.patience if train.early_stopping else None,
+        folder=request.checkpoint_dir,
     )
     steps_per_epoch = math.ceil(
         len(train_set) / (train.batch_size * train.gradient_accumulation_steps)
@@ -136,6 +140,7 @@ def run_trial(config: SweepConfig, request: TrialRequest) -> TrialOutcome:
     optimizer = build_optimizer(
         method.param_groups(model, train) or default_param_groups(model, train.weight_decay), train
     )
+    gradients = GradientGroups(model, method)
     trainer = DomainTrainer(
         model=model,
         args=training_arguments(
@@ -153,9 +158,16 @@ def run_trial(config: SweepConfig, request: TrialRequest) -> TrialOutcome:
         train_dataset=train_set,
         eval_dataset=eval_set,
         processing_class=tokenizer,
-        compute_metrics=compute_metrics,
+        compute_metrics=evaluations,
         target_eval=target_eval,
-        callbacks=[*method.callbacks(config.train), checkpoint, *request.callbacks],
+        gradient_groups=gradients,
+        # Before the caller's callbacks (the trackers): they read the grouped norms it adds.
+        callbacks=[
+            *method.callbacks(config.train),
+            checkpoint,
+            GradientNormLogger(gradients),
+            *request.callbacks,
+        ],
     )
     # The worker prints its own progress; Trainer's printer would interleave raw dicts with it.
     trainer.remove_callback(PrinterCallback)
@@ -165,7 +177,12 @@ def run_trial(config: SweepConfig, request: TrialRequest) -> TrialOutcome:
     if splits.test is not None and best.hashes is not None and not checkpoint.pruned:
         metrics.update(
             score_checkpoint(
-                method, request.checkpoint_dir, resolved, splits, config.data.max_length
+                method,
+                request.checkpoint_dir,
+                resolved,
+                splits,
+                config.data.max_length,
+                token=token,
             )
         )
     # Counted after training: gradual unfreezing ends with more trainable than it starts.
@@ -215,6 +232,7 @@ def _checkpoint_writer(
     method: Method,
     tokenizer: PreTrainedTokenizerBase,
     splits: Splits,
+    evaluations: EvaluationRecorder,
 ) -> Callable[[nn.Module, float, float], dict[str, str]]:
     def write(model: nn.Module, value: float, epoch: float) -> dict[str, str]:
         manifest = Manifest(
@@ -237,6 +255,7 @@ def _checkpoint_writer(
             save=method.save,
             tokenizer=tokenizer,
             manifest=manifest,
+            evaluation=evaluations.report,  # written during the evaluation that chose it
         )
 
     return write

@@ -104,6 +104,8 @@ class Trial(Base):
     host: Mapped[str | None] = mapped_column(String(255), nullable=True)
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     updated: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    live: Mapped[dict[str, Any] | None] = mapped_column(NullableJSON, nullable=True)
+    """While the trial runs: its last step and the latest value of each metric."""
 
 
 class Best(Base):

@@ -70,6 +70,8 @@ class TrialRecord:
     seconds: float | None
     host: str | None
     pid: int | None
+    live: dict[str, Any] | None = None
+    """A running trial's last step and latest metrics (the store's telemetry sink)."""
 
 
 @dataclass(frozen=True)
@@ -229,6 +231,12 @@ def _check_trial_field(field: str, value: Any) -> Any:
         return None if value is None else _check_real(value, what, finite=True)
     if field == "pid":
         return None if value is None else _check_count(value, what)
+    if field == "live":
+        if value is None:
+            return None
+        live = _check_dict(value, what)
+        _check_json(live, what)
+        return live
     # mlflow_run_id, wandb_run_id, checkpoint, host
     return _check_optional_str(value, what)
 
@@ -264,6 +272,7 @@ def _trial_record(row: Row[Any]) -> TrialRecord:
         seconds=row.seconds,
         host=row.host,
         pid=row.pid,
+        live=None if row.live is None else dict(row.live),
     )
 
 

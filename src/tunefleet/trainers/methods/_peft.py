@@ -9,6 +9,7 @@ restored onto the pretrained body that ``base()`` builds.
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ from tunefleet.trainers.methods.base import BaseFactory, MethodBase
 
 Problem = Callable[[ValueError], tuple[str, str]]
 """Turns peft's ValueError into the (config key, explanation) a user can act on."""
+
+#: The soft prompt / prefix (and its projection MLP) that prompt and prefix tuning train.
+PROMPT_ENCODER = re.compile(r"(?:^|\.)prompt_encoder\.")
 
 
 class PeftMethod(MethodBase):

@@ -41,6 +41,9 @@ LAYOUT_ATTRIBUTE = "_tunefleet_adapter_layout"
 #: model starts as the pretrained one, yet non-zero so every adapter weight gets a gradient from
 #: the first step (an all-zero up-projection would leave the down-projection without one).
 INIT_STD = 1e-3
+#: The bottlenecks themselves (``Adapted.adapter``); the LayerNorms and head that also train
+#: belong to the body and its head.
+OWN = re.compile(r"(?:^|\.)adapter\.(?:down|up)\.")
 
 
 @dataclass(frozen=True)
@@ -250,6 +253,9 @@ class Adapter(MethodBase):
         _load_exact(model, load_file(str(folder / WEIGHTS)), folder / WEIGHTS)
         model.eval()
         return model
+
+    def owns(self, parameter_name: str) -> bool:
+        return OWN.search(parameter_name) is not None
 
 
 def _has_module(model: nn.Module, name: str) -> bool:

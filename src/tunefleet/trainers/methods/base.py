@@ -47,10 +47,16 @@ class Method(Protocol):
         groups (decayed weights; biases and norms without decay) of the trainable parameters."""
         ...
 
+    def owns(self, parameter_name: str) -> bool:
+        """Whether the parameter (named as in the prepared model) is one the method adds (LoRA
+        matrices, adapters, a prompt, a domain classifier): its gradient norm is reported as the
+        method's own group, apart from the pretrained body's."""
+        ...
+
 
 class MethodBase:
     """Defaults for the optional parts of :class:`Method`: no hooks, default parameter groups,
-    source rows only."""
+    source rows only, no parameters of its own."""
 
     name: str
     uses_target_rows: bool = False
@@ -60,3 +66,6 @@ class MethodBase:
 
     def param_groups(self, model: nn.Module, config: TrainConfig) -> list[dict[str, Any]] | None:
         return None
+
+    def owns(self, parameter_name: str) -> bool:
+        return False

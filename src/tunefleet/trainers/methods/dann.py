@@ -21,6 +21,7 @@ classifier alone, since predicting needs no domain head.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ from tunefleet.trainers.methods.registry import register
 from tunefleet.trainers.tokens import IGNORE_INDEX
 
 DOMAIN_CLASSIFIER_FILE = "domain_classifier.safetensors"
+OWN = re.compile(r"(?:^|\.)domain_classifier\.")
 
 
 class _ReverseGradient(torch.autograd.Function):
@@ -238,3 +240,6 @@ class Dann(MethodBase):
 
     def callbacks(self, config: TrainConfig) -> list[TrainerCallback]:
         return [LambdaSchedule(config.dann)]
+
+    def owns(self, parameter_name: str) -> bool:
+        return OWN.search(parameter_name) is not None

@@ -8,6 +8,8 @@ both the attention output and the FFN output projection.
 
 from __future__ import annotations
 
+import re
+
 from peft import IA3Config, PeftConfig, TaskType
 from torch import nn
 from transformers import PreTrainedModel
@@ -19,6 +21,8 @@ from tunefleet.trainers.methods.registry import register
 
 TARGETS = "train.ia3.target_modules"
 FEEDFORWARD = "train.ia3.feedforward_modules"
+# The scaling vectors, ``ia3_l.<adapter>``: a ParameterDict, so the name ends there.
+OWN = re.compile(r"(?:^|\.)ia3_\w+(?:\.|$)")
 
 
 @register("ia3")
@@ -49,3 +53,6 @@ class Ia3(PeftMethod):
             return on_targets(exc)
 
         return attach(model, make_config, problem)
+
+    def owns(self, parameter_name: str) -> bool:
+        return OWN.search(parameter_name) is not None

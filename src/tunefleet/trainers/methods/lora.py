@@ -7,6 +7,8 @@ magnitude vector (out_features) per adapted module.
 
 from __future__ import annotations
 
+import re
+
 from peft import LoraConfig, PeftConfig, TaskType
 from torch import nn
 from transformers import PreTrainedModel
@@ -14,6 +16,10 @@ from transformers import PreTrainedModel
 from tunefleet.config import TrainConfig
 from tunefleet.trainers.methods._peft import PeftMethod, attach, target_problem
 from tunefleet.trainers.methods.registry import register
+
+# lora_A/lora_B, lora_embedding_A/B (a ParameterDict: the name ends there) and DoRA's
+# lora_magnitude_vector.
+OWN = re.compile(r"(?:^|\.)lora_\w+(?:\.|$)")
 
 
 @register("lora")
@@ -38,3 +44,6 @@ class Lora(PeftMethod):
         return attach(
             model, make_config, target_problem("train.lora.target_modules", targets, model)
         )
+
+    def owns(self, parameter_name: str) -> bool:
+        return OWN.search(parameter_name) is not None

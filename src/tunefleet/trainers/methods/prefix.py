@@ -17,6 +17,7 @@ from transformers import PreTrainedModel
 from tunefleet.config import TrainConfig
 from tunefleet.errors import ConfigError
 from tunefleet.trainers.methods._peft import (
+    PROMPT_ENCODER,
     PeftMethod,
     attach,
     fixed_problem,
@@ -53,6 +54,9 @@ class PrefixTuning(PeftMethod):
             _project_once(wrapped)
         guard_positions(wrapped, settings.virtual_tokens, KEY)
         return wrapped
+
+    def owns(self, parameter_name: str) -> bool:
+        return PROMPT_ENCODER.search(parameter_name) is not None
 
 
 def _project_once(model: PeftModel) -> None:

@@ -12,7 +12,13 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from tunefleet.config import TrainConfig
-from tunefleet.trainers.methods._peft import PeftMethod, attach, fixed_problem, guard_positions
+from tunefleet.trainers.methods._peft import (
+    PROMPT_ENCODER,
+    PeftMethod,
+    attach,
+    fixed_problem,
+    guard_positions,
+)
 from tunefleet.trainers.methods.registry import register
 
 KEY = "train.prompt.virtual_tokens"
@@ -35,3 +41,6 @@ class PromptTuning(PeftMethod):
         wrapped = attach(model, make_config, fixed_problem(KEY))
         guard_positions(wrapped, tokens, KEY)
         return wrapped
+
+    def owns(self, parameter_name: str) -> bool:
+        return PROMPT_ENCODER.search(parameter_name) is not None
