@@ -130,6 +130,8 @@ class TunefleetRun:
     seconds: float
     tracking: RunTracking
     undelivered: dict[str, int]
+    close_s: float = 0.0
+    """How long the trial's end waited for its sinks (``RunTracking.close``)."""
 
 
 @dataclass
@@ -202,10 +204,11 @@ def tunefleet_trial(config: SweepConfig, work: Path, *, with_store: bool = False
     except BaseException:
         tracking.close("FAILED")
         raise
+    closing = time.perf_counter()
     undelivered = tracking.close("FINISHED")
     seconds = time.perf_counter() - started
     sweep.close()
-    return TunefleetRun(seconds, tracking, undelivered)
+    return TunefleetRun(seconds, tracking, undelivered, seconds - (closing - started))
 
 
 def through_tunefleet(config: SweepConfig, work: Path) -> float:

@@ -16,10 +16,13 @@
    shaped like a logging step, with no sinks and with a trial's real sinks.
 4. Delivery: points per second from a spool to MLflow on sqlite and to a real ``mlflow server``
    over HTTP, checked against what the run holds afterwards.
+5. A tracking server that accepts connections and never answers (``outage``): the training
+   steps' durations and the trial's wall time against the same trial with MLflow on sqlite.
+6. Grouped gradient norms (``norms``): the per-step cost against HF's ``clip_grad_norm_``.
 
     python benchmarks/telemetry.py [--model minilm] [--rows 600] [--epochs 1] [--repeats 2]
         [--points 200000] [--delivery-points 20000] [--logging-steps 5] [--with-untracked]
-        [--parts trials,ingest,delivery]
+        [--parts trials,ingest,delivery,outage,norms]
 
 Shares overhead.py's pieces (imported from beside this file; importing it also sets the
 offline environment defaults).
@@ -33,6 +36,7 @@ import logging
 import math
 import os
 import secrets
+import socket
 import statistics
 import sys
 import tempfile
@@ -80,6 +84,9 @@ WARM_MODULES = (
 WARM_ROWS = 40
 """Rows of the untimed warm-up runs (32 train / 8 eval: two steps)."""
 GOAL_RATIO, GOAL_P99_US, GOAL_INGEST = 1.03, 1000.0, 50_000.0
+PARTS = ("trials", "ingest", "delivery", "outage", "norms")
+OUTAGE_WAIT_S = 5.0
+"""tracking.sink_wait_s of the outage part's trials: how long a trial's end waits for MLflow."""
 
 
 # --- 1. trial wall time ------------------------------------------------------------------------
@@ -367,6 +374,200 @@ def deliveries(*, points: int, per_emit: int, folder: Path) -> list[Delivery]:
 # --- summary -----------------------------------------------------------------------------------
 
 
+# --- 6. grouped gradient norms ---------------------------------------------------------------
+
+
+def gradient_norms(model_name: str, *, calls: int = 200) -> dict[str, float]:
+    """Seconds per optimizer step of what each side does there: HF's global norm and clip
+    (``clip_grad_norm_``) against tunefleet's grouped norms (``GradientGroups.measure``, one fused
+    ``_foreach_norm`` and a scatter-add) plus the clip with that total, on the model's real
+    gradients after one backward pass."""
+    import torch
+
+    from tunefleet.trainers.gradients import GradientGroups
+    from tunefleet.trainers.model import load_classifier, load_tokenizer, resolve_model
+
+    resolved = resolve_model(model_name)
+    model = load_classifier(resolved, ["0", "1"])
+    batch = load_tokenizer(resolved)(["good food"] * 16, return_tensors="pt", padding=True)
+    model(**batch, labels=torch.zeros(16, dtype=torch.long)).loss.backward()
+    groups = GradientGroups(model)
+    params = groups.with_grad()
+
+    def hf() -> None:
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+
+    def grouped() -> None:
+        torch.nn.utils.clip_grads_with_norm_(params, 1.0, groups.measure())
+        groups.as_logs()  # the host copy happens once per logging step; here at every call
+
+    timings: dict[str, float] = {}
+    for name, fn in (("hf", hf), ("grouped", grouped)) * 2:  # second round counts
+        fn()
+        started = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        timings[name] = (time.perf_counter() - started) / calls
+    timings["groups"] = float(len(groups.as_logs()))
+    return timings
+
+
+def norms_lines(timings: dict[str, float]) -> list[str]:
+    return [
+        "6. gradient norms per optimizer step (real MiniLM gradients, 2 threads):",
+        f"   HF clip_grad_norm_ (global norm + clip)          {timings['hf'] * 1e3:7.2f} ms",
+        f"   tunefleet {timings['groups']:.0f} group norms + clip + host copy    "
+        f"{timings['grouped'] * 1e3:7.2f} ms  = {timings['grouped'] / timings['hf']:.2f}x",
+    ]
+
+
+# --- 5. a tracker that hangs -------------------------------------------------------------------
+
+
+class StepClock:
+    """When each optimizer step ends, and when evaluations end: a step interval that spans an
+    evaluation measures the evaluation, so it is left out."""
+
+    def __init__(self) -> None:
+        self.ends: list[float] = []
+        self.evaluations: list[float] = []
+
+    def callback(self) -> object:
+        from transformers import TrainerCallback
+
+        clock = self
+
+        class _Clock(TrainerCallback):
+            def on_step_end(self, *args: object, **kwargs: object) -> None:
+                clock.ends.append(time.perf_counter())
+
+            def on_evaluate(self, *args: object, **kwargs: object) -> None:
+                clock.evaluations.append(time.perf_counter())
+
+        return _Clock()
+
+    def steps(self) -> list[float]:
+        return [
+            b - a
+            for a, b in zip(self.ends, self.ends[1:], strict=False)
+            if not any(a < e < b for e in self.evaluations)
+        ]
+
+
+@contextmanager
+def hung_server() -> Iterator[str]:
+    """A port that accepts connections and never answers: a tracking server that hangs (a full
+    disk, ``kill -STOP``), the worst case for a client that waits on it."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(4096)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        sock.close()
+
+
+@dataclass
+class Outage:
+    steps: dict[str, list[float]]
+    seconds: dict[str, float]
+    undelivered: dict[str, dict[str, int]]
+    wait_s: float
+
+
+def mlflow_only_trial(
+    config: SweepConfig, work: Path, *, uri: str, experiment_id: str
+) -> tuple[float, list[float], dict[str, int]]:
+    from tunefleet.platform.layout import Layout
+    from tunefleet.platform.telemetry import start_trial_tracking
+    from tunefleet.trainers.run import TrialRequest, run_trial
+
+    cfg = config.model_copy(
+        update={
+            "tracking": config.tracking.model_copy(
+                update={
+                    "mlflow": config.tracking.mlflow.model_copy(update={"tracking_uri": uri}),
+                    "wandb": config.tracking.wandb.model_copy(update={"enabled": False}),
+                    "sink_wait_s": OUTAGE_WAIT_S,
+                }
+            )
+        }
+    )
+    clock = StepClock()
+    started = time.perf_counter()
+    tracking = start_trial_tracking(
+        cfg,
+        Layout.at(work / "runs").ensure(),
+        trial=0,
+        experiment_id=experiment_id,
+        parent_run_id=None,
+        worker=0,
+        db_url=None,
+        store=None,
+    )
+    request = TrialRequest(
+        sweep=cfg.name,
+        number=0,
+        params={},
+        checkpoint_dir=work / "ckpt",
+        work_dir=work / "work",
+        cache_dir=None,
+        callbacks=[tracking.callback, clock.callback()],  # type: ignore[list-item]
+    )
+    run_trial(cfg, request)
+    undelivered = tracking.close("FINISHED")
+    return time.perf_counter() - started, clock.steps(), undelivered
+
+
+def outage(config: SweepConfig, *, folder: Path) -> Outage:
+    """The same trial with MLflow on sqlite and with MLflow behind a server that never answers
+    (W&B off on both, to isolate MLflow): how long training steps take, and the trial."""
+    from tunefleet.tracking.mlflow_sink import ensure_experiment, make_client
+
+    folder.mkdir(parents=True, exist_ok=True)
+    live_uri = f"sqlite:///{folder / 'mlflow.db'}"
+    experiment = ensure_experiment(
+        make_client(live_uri), "bench-outage", artifact_location=(folder / "art").as_uri()
+    )
+    steps: dict[str, list[float]] = {}
+    seconds: dict[str, float] = {}
+    undelivered: dict[str, dict[str, int]] = {}
+    with hung_server() as hung_uri:
+        for name, uri, experiment_id in (
+            ("live", live_uri, experiment),
+            ("hung", hung_uri, "0"),
+        ):
+            work = Path(tempfile.mkdtemp(dir=folder))
+            seconds[name], steps[name], undelivered[name] = mlflow_only_trial(
+                config, work, uri=uri, experiment_id=experiment_id
+            )
+            print(f"outage: {name} {seconds[name]:.2f}s, undelivered {undelivered[name]}")
+    return Outage(steps, seconds, undelivered, OUTAGE_WAIT_S)
+
+
+def outage_lines(result: Outage) -> list[str]:
+    live, hung = result.steps["live"], result.steps["hung"]
+    lines = ["5. a tracking server that accepts connections and never answers (MLflow only):"]
+    for label, key in (("MLflow on sqlite", "live"), ("MLflow server hung", "hung")):
+        steps = result.steps[key]
+        lines.append(
+            f"   {label:20s} training steps: median {statistics.median(steps) * 1000:6.0f} ms, "
+            f"p99 {percentile(steps, 99) * 1000:6.0f} ms, max {max(steps) * 1000:6.0f} ms "
+            f"({len(steps)} steps); trial {result.seconds[key]:.1f} s"
+        )
+    lines.append(
+        "   longest step with the server hung / median step with MLflow up: "
+        f"{max(hung) / statistics.median(live):.2f}x (a step that waited on the tracker would "
+        "take at least its 10 s timeout)"
+    )
+    lines.append(
+        "   trial with the server hung / with MLflow up: "
+        f"{result.seconds['hung'] / result.seconds['live']:.3f}x (includes the bounded wait of "
+        f"{result.wait_s:.0f} s at the end); left in the spool: {result.undelivered['hung']}"
+    )
+    return lines
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """Nearest rank: the smallest value with at least ``q`` percent of values at or below it."""
     ordered = sorted(values)
@@ -402,7 +603,10 @@ def trial_lines(trial: Trials) -> list[str]:
         lines.append(f"   full / untracked        {full / untracked:.3f}x  (telemetry alone)")
     for i, run in enumerate(trial.full):
         left = f", NOT DELIVERED {run.undelivered}" if run.undelivered else ""
-        lines.append(f"   full run {i}: events delivered {run.tracking.bus.delivered}{left}")
+        lines.append(
+            f"   full run {i}: events delivered {run.tracking.bus.delivered}{left}; the end "
+            f"waited {run.close_s * 1000:.0f} ms for the sinks"
+        )
     seconds = [s for run in trial.full for s in run.tracking.callback.seconds]
     if seconds:
         median_us, p99 = statistics.median(seconds) * 1e6, percentile(seconds, 99) * 1e6
@@ -448,6 +652,8 @@ def summary(
     taken: Ingest | None,
     delivered: Sequence[Delivery],
     total_s: float,
+    hung: Outage | None = None,
+    norms: dict[str, float] | None = None,
 ) -> list[str]:
     lines = [
         "",
@@ -462,6 +668,10 @@ def summary(
         lines += ingest_lines(taken)
     if delivered:
         lines += delivery_lines(delivered)
+    if hung is not None:
+        lines += outage_lines(hung)
+    if norms is not None:
+        lines += norms_lines(norms)
     return [*lines, f"benchmark wall time {total_s:.0f} s", "=" * 100]
 
 
@@ -478,13 +688,13 @@ def main() -> None:
     )
     parser.add_argument(
         "--parts",
-        default="trials,ingest,delivery",
-        help="comma-separated subset of trials, ingest, delivery",
+        default=",".join(PARTS),
+        help=f"comma-separated subset of {', '.join(PARTS)}",
     )
     args = parser.parse_args()
     parts = set(args.parts.split(","))
-    if not parts <= {"trials", "ingest", "delivery"}:
-        parser.error(f"unknown parts: {sorted(parts - {'trials', 'ingest', 'delivery'})}")
+    if not parts <= set(PARTS):
+        parser.error(f"unknown parts: {sorted(parts - set(PARTS))}")
     from tunefleet.platform.worker import quiet_libraries
 
     quiet_libraries()
@@ -492,6 +702,8 @@ def main() -> None:
     trial: Trials | None = None
     taken: Ingest | None = None
     delivered: list[Delivery] = []
+    hung: Outage | None = None
+    norms: dict[str, float] | None = None
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         wandb_environment(folder)
@@ -509,7 +721,14 @@ def main() -> None:
             delivered = deliveries(
                 points=args.delivery_points, per_emit=args.per_emit, folder=folder / "delivery"
             )
-    print("\n".join(summary(args, trial, taken, delivered, time.perf_counter() - started)))
+        if "outage" in parts:
+            print("outage ...", flush=True)
+            hung = outage(config, folder=folder / "outage")
+        if "norms" in parts:
+            print("norms ...", flush=True)
+            norms = gradient_norms(args.model)
+    total = time.perf_counter() - started
+    print("\n".join(summary(args, trial, taken, delivered, total, hung, norms)))
 
 
 if __name__ == "__main__":
