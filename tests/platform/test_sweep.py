@@ -109,11 +109,25 @@ def test_mlflow_has_a_parent_and_a_child_per_trial_with_step_metrics(swept: dict
         assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert child.info.status == "FINISHED"
         assert child.data.params["train.method"] in ("full", "lora")
+        tags = child.data.tags
+        assert tags["tunefleet.sweep"] == "e2e"
+        assert tags["tunefleet.method"] == child.data.params["train.method"]
+        assert tags["tunefleet.worker"] and tags["tunefleet.host"]
+        assert child.info.run_name == f"trial-{tags['tunefleet.trial']}"
+        artifacts = client.list_artifacts(child.info.run_id, "evaluation")
+        assert any(a.path.endswith("confusion_matrix.png") for a in artifacts)
         for key in ("loss", "learning_rate", "grad_norm"):
             points = client.get_metric_history(child.info.run_id, key)
             assert len(points) >= 5 and len({p.step for p in points}) == len(points), key
         evaluations = client.get_metric_history(child.info.run_id, "eval_accuracy")
         assert len(evaluations) == 2
+    # The parent carries the best so far: a best_value per new best, the best's params as tags.
+    parent = parents[0]
+    best = Store(f"sqlite:///{swept['out'] / 'tunefleet.db'}").best("e2e")
+    assert best is not None
+    assert parent.data.tags["tunefleet.best_trial"] == str(best.number)
+    assert parent.data.metrics["best_value"] == best.value
+    assert parent.data.tags["best.train.method"] == best.params["train.method"]
 
 
 def test_wandb_wrote_one_offline_run_per_trial_with_every_point(swept: dict[str, Any]) -> None:

@@ -33,7 +33,7 @@ EVENTS = [
     Point("eval_accuracy", 0.5, 8, 1001),
     Checkpoint(8, 0.5, "/ckpt"),
     Evaluation(8, {"labels": ["0", "1"], "confusion_matrix": [[3, 1], [0, 4]]}),
-    BestSoFar(3, 0.5, {"train.learning_rate": 0.001}, 1002),
+    BestSoFar(3, 0.5, {"train.learning_rate": 0.001}, 2, 1002),
     Point("loss", float("nan"), 9, 1003),
     End("FINISHED"),
 ]

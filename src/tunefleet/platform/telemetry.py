@@ -12,6 +12,7 @@ import os
 import secrets
 import socket
 import sys
+import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -78,8 +79,14 @@ class RunTracking:
     wait_s: float
     sinks: dict[str, Sink]
 
-    def report_best(self, *, trial: int, value: float, params: Mapping[str, Any]) -> None:
-        self.bus.emit([BestSoFar(trial, value, redact_params(dict(params)))])
+    def report_best(
+        self, *, trial: int, value: float, params: Mapping[str, Any], complete: int
+    ) -> None:
+        """This trial is the sweep's new best; ``complete``: the sweep's complete trials now."""
+        event = BestSoFar(
+            trial, value, redact_params(dict(params)), complete, int(time.time() * 1000)
+        )
+        self.bus.emit([event])
 
     def close(self, status: str) -> dict[str, int]:
         """End the run; returns events each sink has not acknowledged (left in the spool)."""

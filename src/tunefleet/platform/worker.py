@@ -229,7 +229,10 @@ def run_one(
         checkpoint_sha256=outcome.checkpoint_sha256 if state == TrialState.COMPLETE else None,
     )
     if state == TrialState.COMPLETE and _update_best(study, store, options.name) == number:
-        tracking.report_best(trial=number, value=float(outcome.value or 0.0), params=params)
+        complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        tracking.report_best(
+            trial=number, value=float(outcome.value or 0.0), params=params, complete=complete
+        )
     _end_tracking(
         store, trial, options, tracking, "FINISHED" if state == TrialState.COMPLETE else "KILLED"
     )

@@ -49,11 +49,15 @@ class Checkpoint:
 
 @dataclass(frozen=True)
 class BestSoFar:
-    """This trial became the sweep's best: its value and params go to the sweep's parent run."""
+    """This trial became the sweep's best: its value and params go to the sweep's parent run.
+
+    ``step`` is the number of complete trials then: a later best always has a step at least as
+    high (trial numbers are not: with several workers, trial 5 can end before trial 4)."""
 
     trial: int
     value: float
     params: Mapping[str, Any]
+    step: int
     timestamp_ms: int = field(default_factory=lambda: int(time.time() * 1000))
 
 
@@ -108,6 +112,7 @@ def encode_event(event: Event) -> dict[str, Any]:
             "trial": event.trial,
             "value": event.value,
             "params": dict(event.params),
+            "step": event.step,
             "t": event.timestamp_ms,
         }
     return {"e": "end", "status": event.status}
@@ -124,7 +129,13 @@ def decode_line(record: Mapping[str, Any]) -> list[Event]:
         return [Checkpoint(int(record["step"]), float(record["value"]), str(record["path"]))]
     if kind == "best":
         return [
-            BestSoFar(int(record["trial"]), float(record["value"]), record["params"], record["t"])
+            BestSoFar(
+                int(record["trial"]),
+                float(record["value"]),
+                record["params"],
+                int(record["step"]),
+                int(record["t"]),
+            )
         ]
     if kind == "end":
         return [End(str(record["status"]))]

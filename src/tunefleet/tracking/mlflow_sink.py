@@ -190,15 +190,21 @@ class MlflowSink:
 
         if not self.parent_run_id:
             return
+        parent = self.parent_run_id
+        self.client.log_batch(
+            parent, metrics=[Metric("best_value", event.value, event.timestamp_ms, event.step)]
+        )
+        # Workers' buses deliver in any order: the tags follow the latest best (MLflow's own
+        # order, step then time), so an older best arriving late does not overwrite a newer one.
+        history = self.client.get_metric_history(parent, "best_value")
+        latest = max(history, key=lambda m: (m.step, m.timestamp))
+        if (latest.step, latest.timestamp) != (event.step, event.timestamp_ms):
+            return
         tags = [RunTag("tunefleet.best_trial", str(event.trial))]
         tags += [
             RunTag(f"best.{k}"[:250], str(v)[:MAX_PARAM_LENGTH]) for k, v in event.params.items()
         ]
-        self.client.log_batch(
-            self.parent_run_id,
-            metrics=[Metric("best_value", event.value, event.timestamp_ms, event.trial)],
-            tags=tags,
-        )
+        self.client.log_batch(parent, tags=tags)
 
     def close(self) -> None:
         """Nothing to release: the client holds no connection of its own."""
