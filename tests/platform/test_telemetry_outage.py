@@ -230,3 +230,26 @@ def test_a_killed_worker_leaves_a_spool_that_replays(
     assert Store(layout.db_url).trial("killed", 0).mlflow_run_id == run.info.run_id
     synced = tunefleet("sync", "killed", "--out", str(out))
     assert synced.returncode == 0 and "sent mlflow 0" in synced.stdout, synced.stdout
+
+
+def test_a_tracker_down_at_sweep_start_is_a_clear_error(
+    tmp_path: Path, tiny_model: Path, sentiment_csv: Path
+) -> None:
+    import socket
+
+    import yaml
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens once it is closed
+    uri = f"http://user:pw123@127.0.0.1:{port}"
+    config = outage_config(tiny_model, sentiment_csv, "down").model_dump(mode="json")
+    config["tracking"]["mlflow"]["tracking_uri"] = uri  # a dump holds the password redacted
+    path = tmp_path / "down.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = tunefleet("sweep", str(path), "--out", str(tmp_path / "runs"))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"MLflow at http://user:***@127.0.0.1:{port} cannot be reached" in result.stderr
+    assert "tracking.mlflow.enabled: false" in result.stderr
+    assert "pw123" not in result.stdout + result.stderr
+    assert not Layout.at(tmp_path / "runs").spool_dir("down").exists()  # no trial started

@@ -18,7 +18,7 @@ import optuna
 from optuna.trial import TrialState
 
 from tunefleet.config import SweepConfig, flatten
-from tunefleet.errors import ConfigError
+from tunefleet.errors import ConfigError, TunefleetError
 from tunefleet.platform.checks import check_sweep
 from tunefleet.platform.layout import Layout
 from tunefleet.platform.store import Store
@@ -32,6 +32,7 @@ from tunefleet.secrets import (
     secret_values,
     url_passwords,
 )
+from tunefleet.tracking.mlflow_sink import fail_fast_http
 
 #: Keys a resumed sweep may change: they set how much more to run, not what a trial is.
 RESUMABLE_KEYS = ("search.trials", "search.timeout")
@@ -84,11 +85,25 @@ def prepare_sweep(config: SweepConfig, layout: Layout, db_url: str) -> Store:
     )
     store.set_budget(config.name, budget=budget(config))
     if record.mlflow_parent_run_id is None:
-        ids = start_sweep_tracking(config, layout)
+        ids = _sweep_tracking(config, layout)
         if ids is not None:
             store.set_mlflow_ids(config.name, experiment_id=ids[0], parent_run_id=ids[1])
     recover(store, config, db_url)
     return store
+
+
+def _sweep_tracking(config: SweepConfig, layout: Layout) -> tuple[str, str] | None:
+    """The parent run; a tracker that cannot be reached now stops the sweep before any trial
+    (its trials would have no MLflow run to replay into). Running it again resumes."""
+    fail_fast_http()
+    try:
+        return start_sweep_tracking(config, layout)
+    except Exception as exc:
+        raise TunefleetError(
+            f"MLflow at {redact_url(mlflow_uri(config, layout))} cannot be reached "
+            f"({type(exc).__name__}): start it, point tracking.mlflow.tracking_uri (or "
+            "MLFLOW_TRACKING_URI) at a running server, or set tracking.mlflow.enabled: false"
+        ) from exc
 
 
 def _refuse_changed(new: SweepConfig, old: SweepConfig) -> None:
