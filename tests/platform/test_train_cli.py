@@ -66,6 +66,8 @@ def test_train_runs_one_tracked_run_without_a_sweep(
 
     (wandb_run,) = offline_runs(out / "wandb")
     assert run_info(wandb_run)["id"] == header["sinks"]["wandb"]["run_id"]
+    report = wandb_run.parent / "files" / "evaluation" / "classification_report.json"
+    assert report.is_file(), sorted(p.name for p in wandb_run.parent.rglob("*"))
     series = history(wandb_run)
     for key, steps in spooled.items():
         if key.startswith("system/"):

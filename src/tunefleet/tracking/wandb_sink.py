@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import shutil
 import string
 from collections.abc import Mapping, Sequence
 from itertools import groupby
@@ -116,9 +117,13 @@ class WandbSink:
             png = next(f for f in files if f.suffix == ".png")
             self._step = max(self._step, event.step)
             run.log({"evaluation/confusion_matrix": wandb.Image(str(png))}, step=self._step)
+            # Into the run's own folder (synced with it): ``run.save`` would symlink and warn on
+            # the console at every new best.
+            target = Path(run.dir) / "evaluation"
+            target.mkdir(parents=True, exist_ok=True)
             for f in files:
                 if f.suffix == ".json":
-                    run.save(str(f), base_path=str(folder), policy="now")
+                    shutil.copyfile(f, target / f.name)
         elif isinstance(event, Checkpoint):
             run.summary["best_checkpoint"] = event.path
             run.summary["best_value"] = event.value
