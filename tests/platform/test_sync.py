@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from support.wandb_offline import history, offline_runs, run_info
 from tunefleet.platform.layout import Layout
 from tunefleet.platform.sync import sync
@@ -76,3 +78,15 @@ def test_a_run_started_before_the_crash_resumes_from_its_cursor(tmp_path: Path) 
     (run,) = offline_runs(layout.wandb_dir / "wandb")
     assert run_info(run)["id"] == "deadrun1"
     assert [step for step, _ in history(run)["loss"]] == [4, 5]
+
+
+def test_sync_names_the_sweeps_it_has_when_asked_for_another(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tunefleet.platform.cli import main
+
+    layout = Layout.at(tmp_path / "runs")
+    dead_spool(layout)
+    assert main(["sync", "daed", "--out", str(layout.out)]) == 2
+    err = capsys.readouterr().err
+    assert "no spools of sweep 'daed'" in err and "sweeps with spools: dead" in err

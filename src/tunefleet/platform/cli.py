@@ -249,9 +249,17 @@ def cmd_sync(args: argparse.Namespace) -> int:
     if args.config is not None:
         known.add(load_config(args.config).tracking.mlflow.tracking_uri)
     store = _existing_store(args) if args.db or (layout.out / "tunefleet.db").is_file() else None
+    if args.name and not layout.spool_dir(args.name).is_dir():
+        from tunefleet.errors import NotFoundError
+
+        found = sorted(p.name for p in layout.spool_root.glob("*") if p.is_dir())
+        raise NotFoundError(
+            f"no spools of sweep {args.name!r} under {layout.spool_root}; "
+            + (f"sweeps with spools: {', '.join(found)}" if found else "none there at all")
+        )
     results = sync(layout, name=args.name, known_uris=known, store=store)
     if not results:
-        print(f"no spools under {layout.spool_root}")
+        print(f"no spools under {layout.spool_root}: nothing to send")
         return 0
     for result in results:
         if result.skipped:
