@@ -116,3 +116,42 @@ def test_a_dead_tracker_delays_only_itself_and_its_points_stay_spooled(tmp_path:
     assert Cursors(sibling(spool, ".cursors.json")).offset("mlflow") == 0
     # Not a timing claim: emit must not have waited on even one connection attempt's timeout.
     assert emitting < 10
+
+
+def test_a_sink_too_far_behind_reads_the_spool_and_still_gets_each_point_once(
+    tmp_path: Path,
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spool = tmp_path / "t.spool"
+    sink = mlflow_sink(uri, tmp_path)
+    bus = TelemetryBus(
+        SpoolWriter(spool, {"run": {}, "sinks": {}}),
+        [sink],
+        Cursors(sibling(spool, ".cursors.json")),
+        interval_s=0.05,
+        max_backlog=50,
+    )
+    for points in steps(300):  # far faster than MLflow takes them: the backlog overflows
+        bus.emit(points)
+    assert bus.close(status="FINISHED", timeout_s=60) == {"mlflow": 0}
+    assert bus.fell_behind["mlflow"] >= 1
+    client = MlflowClient(tracking_uri=uri)
+    assert sorted(m.step for m in client.get_metric_history(sink.run_id, "loss")) == list(
+        range(300)
+    )
+    assert client.get_run(sink.run_id).info.status == "FINISHED"
+
+
+def test_a_dead_sink_keeps_a_bounded_backlog_and_counts_what_is_spooled(tmp_path: Path) -> None:
+    spool = tmp_path / "t.spool"
+    bus = TelemetryBus(
+        SpoolWriter(spool, {"run": {}, "sinks": {}}),
+        [mlflow_sink(f"http://127.0.0.1:{closed_port()}", tmp_path)],
+        Cursors(sibling(spool, ".cursors.json")),
+        interval_s=0.05,
+        max_backlog=50,
+    )
+    for points in steps(300):
+        bus.emit(points)
+    assert bus.close(status="FINISHED", timeout_s=1.0) == {"mlflow": 601}  # counted in the file
+    assert bus.fell_behind["mlflow"] == 1

@@ -6,15 +6,27 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from tunefleet.tracking.events import End, Event
 from tunefleet.tracking.sinks import MAX_BATCH, Sink, deliver
-from tunefleet.tracking.spool import Cursors, Item, SpoolWriter
+from tunefleet.tracking.spool import Cursors, Item, SpoolWriter, read_items
 
 log = logging.getLogger(__name__)
 
 _FSYNC = "fsync"
+MAX_BACKLOG = 100_000
+"""Events a sink may have waiting in memory; beyond, it reads them from the spool file."""
+
+
+def _whole_lines(items: Iterator[Item]) -> list[Item]:
+    """At least MAX_BATCH events (or all there are), ending at the end of a line."""
+    batch: list[Item] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= MAX_BATCH and item.last:
+            break
+    return batch
 
 
 class TelemetryBus:
@@ -25,6 +37,10 @@ class TelemetryBus:
     sink delays only itself; it is retried with exponential backoff (0.5 s doubling to 30 s)
     while training goes on. ``close`` waits at most its timeout and leaves what a sink did not
     acknowledge in the spool, for ``tunefleet sync``.
+
+    A sink's backlog is held in memory up to ``max_backlog`` events; a sink that falls further
+    behind (a tracker down for hours) drops it and reads from the spool file from its cursor
+    instead, until it has caught up: memory stays bounded however long the outage.
     """
 
     def __init__(
@@ -34,9 +50,16 @@ class TelemetryBus:
         cursors: Cursors,
         *,
         interval_s: float = 0.5,
+        max_backlog: int = MAX_BACKLOG,
     ) -> None:
         self.spool, self.sinks, self.cursors = spool, list(sinks), cursors
-        self.interval_s = interval_s
+        self.interval_s, self.max_backlog = interval_s, max_backlog
+        self._behind: set[str] = set()
+        """Sinks reading from the spool file rather than from memory."""
+        self.fell_behind: dict[str, int] = {s.name: 0 for s in sinks}
+        """How often each sink switched to reading the spool file."""
+        self._skip_until: dict[str, int] = {s.name: 0 for s in sinks}
+        """Queued items ending at or before this offset were read from the file already."""
         self._queue: queue.SimpleQueue[list[Item] | str | None] = queue.SimpleQueue()
         self._backlog: dict[str, list[Item]] = {s.name: [] for s in self.sinks}
         self._retry_at: dict[str, float] = {s.name: 0.0 for s in self.sinks}
@@ -72,7 +95,12 @@ class TelemetryBus:
         self._queue.put(None)
         self._thread.join(timeout_s + 5)
         self.spool.close()
-        return {name: len(items) for name, items in self._backlog.items()}
+        return {sink.name: self._unsent(sink.name) for sink in self.sinks}
+
+    def _unsent(self, name: str) -> int:
+        if name not in self._behind:
+            return len(self._backlog[name])
+        return sum(1 for _ in read_items(self.spool.path, self.cursors.offset(name)))
 
     def state(self, sink: str) -> dict[str, object]:
         return self.cursors.state(sink)
@@ -101,13 +129,22 @@ class TelemetryBus:
                 if item == _FSYNC:
                     fsync = True
                 elif isinstance(item, list):
-                    for backlog in self._backlog.values():
-                        backlog.extend(item)
+                    self._enqueue(item)
                 item = self._queue.get_nowait()
         except queue.Empty:
             pass
         if fsync:
             self.spool.fsync()
+
+    def _enqueue(self, items: list[Item]) -> None:
+        for name, backlog in self._backlog.items():
+            if name in self._behind:
+                continue  # it reads these from the file
+            backlog.extend(i for i in items if i.end > self._skip_until[name])
+            if len(backlog) > self.max_backlog:
+                backlog.clear()
+                self._behind.add(name)
+                self.fell_behind[name] += 1
 
     def _done(self) -> bool:
         """Closing is done when nothing is left, or what is left cannot be sent in time."""
@@ -115,12 +152,16 @@ class TelemetryBus:
             return False
         now = time.monotonic()
         return now >= self._deadline or all(
-            not self._backlog[name] or self._retry_at[name] >= self._deadline
+            (not self._backlog[name] and name not in self._behind)
+            or self._retry_at[name] >= self._deadline
             for name in self._backlog
         )
 
     def _deliver(self) -> None:
         for sink in self.sinks:
+            if sink.name in self._behind:
+                self._catch_up(sink)
+                continue
             backlog = self._backlog[sink.name]
             while backlog and self._retry_at[sink.name] <= time.monotonic():
                 batch = backlog[:MAX_BATCH]
@@ -132,6 +173,30 @@ class TelemetryBus:
                 del backlog[:sent]
                 self.delivered[sink.name] += sent
                 self._failures[sink.name] = 0
+
+    def _catch_up(self, sink: Sink) -> None:
+        """Deliver from the spool file, whole lines at a time (a cursor moves only past whole
+        lines); once the file holds nothing more for the sink, go back to memory."""
+        name = sink.name
+        while name in self._behind and self._retry_at[name] <= time.monotonic():
+            self.spool.flush()
+            batch = _whole_lines(read_items(self.spool.path, self.cursors.offset(name)))
+            if not batch:
+                with self._emit_lock:  # no emit between this check and the switch
+                    if self._caught_up(name):
+                        self._behind.discard(name)
+                        self._skip_until[name] = self.spool.size
+                continue
+            try:
+                self.delivered[name] += deliver(sink, batch, self.cursors)
+            except Exception as exc:
+                self._back_off(name, exc)
+                return
+            self._failures[name] = 0
+
+    def _caught_up(self, name: str) -> bool:
+        self.spool.flush()
+        return not any(True for _ in read_items(self.spool.path, self.cursors.offset(name)))
 
     def _back_off(self, name: str, exc: Exception) -> None:
         self._failures[name] += 1
