@@ -88,11 +88,14 @@ class RunTracking:
         )
         self.bus.emit([event])
 
-    def close(self, status: str) -> dict[str, int]:
-        """End the run; returns events each sink has not acknowledged (left in the spool)."""
+    def close(self, status: str, *, timeout_s: float | None = None) -> dict[str, int]:
+        """End the run, waiting for the sinks at most ``timeout_s`` (default
+        ``tracking.sink_wait_s``); returns events each sink has not acknowledged (left in the
+        spool)."""
         if self.monitor is not None:
             self.monitor.stop()
-        unsent = self.bus.close(status=status, timeout_s=self.wait_s)
+        wait = self.wait_s if timeout_s is None else timeout_s
+        unsent = self.bus.close(status=status, timeout_s=wait)
         left = {name: n for name, n in unsent.items() if n}
         if left:
             log.warning(

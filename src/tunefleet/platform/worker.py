@@ -32,6 +32,8 @@ from tunefleet.secrets import install_log_redaction, redact_text, secret_values,
 
 log = logging.getLogger(__name__)
 
+INTERRUPTED_WAIT_S = 2.0
+"""How long a Ctrl-C'd trial waits for its trackers; the rest stays in the spool."""
 MAX_CONSECUTIVE_FAILURES = 3
 """A worker whose trials keep crashing stops rather than burning the budget on the same bug."""
 
@@ -197,8 +199,9 @@ def run_one(
     except TrialPruned as pruned:
         outcome, state = pruned.outcome, TrialState.PRUNED
     except (Exception, KeyboardInterrupt) as exc:
-        _end_tracking(store, trial, options, tracking, "FAILED")
-        if isinstance(exc, KeyboardInterrupt):
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        _end_tracking(store, trial, options, tracking, "FAILED", interrupted=interrupted)
+        if interrupted:
             study.tell(trial, state=TrialState.FAIL)
             raise
         if not isinstance(exc, TunefleetError):  # a user's mistake needs its message, not a trace
@@ -304,12 +307,19 @@ def _update_best(study: optuna.Study, store: Store, name: str) -> int:
 
 
 def _end_tracking(
-    store: Store, trial: optuna.Trial, options: WorkerOptions, tracking: RunTracking, status: str
+    store: Store,
+    trial: optuna.Trial,
+    options: WorkerOptions,
+    tracking: RunTracking,
+    status: str,
+    *,
+    interrupted: bool = False,
 ) -> None:
+    """Close the trial's telemetry (a bounded wait; a short one for a user's Ctrl-C, since the
+    spool keeps the rest) and record the MLflow run id, which the bus thread created: it exists
+    by now unless MLflow was down (then `tunefleet sync` records it)."""
+    tracking.close(status, timeout_s=INTERRUPTED_WAIT_S if interrupted else None)
     # Not an Optuna user attr: the trial is told by now, and Optuna refuses changes after that.
-    """Close the trial's telemetry (a bounded wait) and record the MLflow run id, which the bus
-    thread created: it exists by now unless MLflow was down (then `tunefleet sync` records it)."""
-    tracking.close(status)
     if tracking.mlflow_run_id:
         store.upsert_trial(options.name, trial.number, mlflow_run_id=tracking.mlflow_run_id)
 
