@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from tunefleet.platform.layout import Layout
     from tunefleet.platform.store import Store
     from tunefleet.platform.telemetry import RunTracking
+    from tunefleet.trainers.run import TrialRequest
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "examples" / "data" / "yelp.csv"
@@ -178,29 +179,33 @@ def open_sweep(config: SweepConfig, layout: Layout, *, with_store: bool) -> Swee
     return Sweep(config, layout, experiment_id, parent, store)
 
 
+def bench_request(config: SweepConfig, work: Path, callbacks: list[Any]) -> TrialRequest:
+    """Trial 0 of the benchmark's sweep, writing under ``work``, never pruned."""
+    from tunefleet.trainers.run import TrialRequest
+
+    return TrialRequest(
+        sweep=config.name,
+        number=0,
+        params={},
+        checkpoint_dir=work / "ckpt",
+        work_dir=work / "work",
+        cache_dir=None,
+        report=lambda epoch, value: False,
+        callbacks=callbacks,
+    )
+
+
 def tunefleet_trial(config: SweepConfig, work: Path, *, with_store: bool = False) -> TunefleetRun:
     """A sweep trial as a worker runs it; timed from its telemetry's start to its ``close`` (which
     waits for the sinks, up to ``tracking.sink_wait_s``). The sweep's setup is not timed."""
     from tunefleet.platform.layout import Layout
-    from tunefleet.trainers.run import TrialRequest, run_trial
+    from tunefleet.trainers.run import run_trial
 
     sweep = open_sweep(config, Layout.at(work / "runs").ensure(), with_store=with_store)
     started = time.perf_counter()
     tracking = sweep.start_trial()
     try:
-        run_trial(
-            config,
-            TrialRequest(
-                sweep=config.name,
-                number=0,
-                params={},
-                checkpoint_dir=work / "ckpt",
-                work_dir=work / "work",
-                cache_dir=None,
-                report=lambda e, v: False,
-                callbacks=[tracking.callback],
-            ),
-        )
+        run_trial(config, bench_request(config, work, [tracking.callback]))
     except BaseException:
         tracking.close("FAILED")
         raise

@@ -52,6 +52,7 @@ from overhead import (
     Side,
     TunefleetRun,
     bare_trainer,
+    bench_request,
     config_for,
     environment,
     interleave,
@@ -480,7 +481,7 @@ def mlflow_only_trial(
 ) -> tuple[float, list[float], dict[str, int]]:
     from tunefleet.platform.layout import Layout
     from tunefleet.platform.telemetry import start_trial_tracking
-    from tunefleet.trainers.run import TrialRequest, run_trial
+    from tunefleet.trainers.run import run_trial
 
     cfg = config.model_copy(
         update={
@@ -505,16 +506,7 @@ def mlflow_only_trial(
         db_url=None,
         store=None,
     )
-    request = TrialRequest(
-        sweep=cfg.name,
-        number=0,
-        params={},
-        checkpoint_dir=work / "ckpt",
-        work_dir=work / "work",
-        cache_dir=None,
-        callbacks=[tracking.callback, clock.callback()],  # type: ignore[list-item]
-    )
-    run_trial(cfg, request)
+    run_trial(cfg, bench_request(cfg, work, [tracking.callback, clock.callback()]))
     undelivered = tracking.close("FINISHED")
     return time.perf_counter() - started, clock.steps(), undelivered
 

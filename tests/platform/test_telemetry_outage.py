@@ -196,6 +196,9 @@ def test_a_killed_worker_leaves_a_spool_that_replays(
     layout = Layout.at(out)
     config = outage_config(tiny_model, sentiment_csv, "killed").model_dump(mode="json")
     config["train"]["epochs"] = 30  # long enough to be killed mid-trial
+    # The next worker joins its replay for at most this long before exiting: on a loaded
+    # 2-core machine, 2 s can cut the replay short (the spool would then wait for `sync`).
+    config["tracking"]["sink_wait_s"] = 60
     path = tmp_path / "killed.yaml"
     path.write_text(yaml.safe_dump(config))
     sweep = subprocess.Popen(

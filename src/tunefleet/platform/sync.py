@@ -88,14 +88,17 @@ def _replay(
     if all(cursors.offset(name) == size for name in header["sinks"]):
         result.sent = {name: 0 for name in header["sinks"]}
         return  # every sink has everything: the usual case, decided without reading the file
-    if not any(isinstance(item.event, End) for item in read_items(path)):
+    everything = list(read_items(path))
+    if not any(isinstance(item.event, End) for item in everything):
         append_end(path, "FAILED")  # its writer died: no one else will end its runs
+        everything = list(read_items(path))
     sinks = build_sinks(header, path, cursors, known_uris=known_uris, store=store)
     for sink_name in header["sinks"]:
         if sink_name not in sinks:
             result.errors[sink_name] = "not configured in this process"
     for sink in sinks.values():
-        items = list(read_items(path, cursors.offset(sink.name)))
+        acknowledged = cursors.offset(sink.name)
+        items = [item for item in everything if item.end > acknowledged]
         sent = 0
         try:
             for batch in batches(items):

@@ -249,21 +249,15 @@ def _record_start(
     params: dict[str, Any],
     tracking: RunTracking,
 ) -> None:
-    for key, value in (
-        ("wandb_run_id", tracking.wandb_run_id),
-        ("host", socket.gethostname()),
-        ("pid", os.getpid()),
-    ):
-        if value is not None:
-            trial.set_user_attr(key, value)
+    # Host and pid are recorded by start_trial already.
+    if tracking.wandb_run_id is not None:
+        trial.set_user_attr("wandb_run_id", tracking.wandb_run_id)
     store.upsert_trial(
         options.name,
         trial.number,
         state="RUNNING",
         params=params,
         wandb_run_id=tracking.wandb_run_id,
-        host=socket.gethostname(),
-        pid=os.getpid(),
     )
 
 

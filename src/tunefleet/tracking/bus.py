@@ -102,9 +102,6 @@ class TelemetryBus:
             return len(self._backlog[name])
         return sum(1 for _ in read_items(self.spool.path, self.cursors.offset(name)))
 
-    def state(self, sink: str) -> dict[str, object]:
-        return self.cursors.state(sink)
-
     def _run(self) -> None:
         try:
             while True:

@@ -172,11 +172,10 @@ class MlflowSink:
 
     def _handle(self, run_id: str, event: Event) -> None:
         if isinstance(event, Evaluation):
-            from tunefleet.tracking.render import write_evaluation_artifacts
+            from tunefleet.tracking.render import evaluation_artifacts
 
-            folder = self.artifacts / f"evaluation-step-{event.step}"
-            write_evaluation_artifacts(dict(event.report), folder)
-            self.client.log_artifacts(run_id, str(folder), artifact_path="evaluation")
+            files = evaluation_artifacts(event.report, self.artifacts, step=event.step)
+            self.client.log_artifacts(run_id, str(files[0].parent), artifact_path="evaluation")
             self.client.set_tag(run_id, "tunefleet.best_step", str(event.step))
         elif isinstance(event, Checkpoint):
             self.client.set_tag(run_id, "tunefleet.checkpoint", event.path)

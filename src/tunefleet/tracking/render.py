@@ -48,6 +48,16 @@ def write_evaluation_artifacts(report: Mapping[str, Any], folder: Path) -> list[
     return [confusion, classes, picture]
 
 
+def evaluation_artifacts(report: Mapping[str, Any], root: Path, *, step: int) -> list[Path]:
+    """The evaluation at ``step`` rendered under ``root`` once: every sink of a run (and a
+    replay) uploads the same files rather than rendering its own."""
+    folder = root / f"evaluation-step-{step}"
+    files = [folder / CONFUSION_JSON, folder / REPORT_JSON, folder / CONFUSION_PNG]
+    if all(f.is_file() for f in files):
+        return files
+    return write_evaluation_artifacts(report, folder)
+
+
 def confusion_document(report: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "labels": list(report["labels"]),

@@ -94,7 +94,7 @@ class SpoolWriter:
         self._io = threading.Lock()
         line = _line({"tunefleet_spool": SPOOL_VERSION, **header})
         self._file.write(line)
-        self.header_end = self.size = len(line)
+        self.size = len(line)
         self.flush()
 
     def write(self, events: Sequence[Event]) -> list[Item]:

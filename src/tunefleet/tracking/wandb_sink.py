@@ -109,10 +109,9 @@ class WandbSink:
 
     def _handle(self, run: Any, event: Event) -> None:
         if isinstance(event, Evaluation):
-            from tunefleet.tracking.render import write_evaluation_artifacts
+            from tunefleet.tracking.render import evaluation_artifacts
 
-            folder = self.artifacts / f"evaluation-step-{event.step}"
-            files = write_evaluation_artifacts(dict(event.report), folder)
+            files = evaluation_artifacts(event.report, self.artifacts, step=event.step)
             wandb = _import_wandb()
             png = next(f for f in files if f.suffix == ".png")
             self._step = max(self._step, event.step)
