@@ -92,7 +92,13 @@ def wait_for(condition: Any, timeout_s: float = 120) -> None:
 def evaluated(layout: Layout, name: str) -> bool:
     """True once the trial's first evaluation is flushed to its spool."""
     folder = layout.spool_dir(name)
-    return any(b'"eval_loss"' in p.read_bytes() for p in folder.glob("*.spool"))
+    return any(
+        b'"eval_loss"' in line
+        for path in folder.glob("*.spool")
+        # Only a whole line counts: a torn one would not survive as an event.
+        for line in path.read_bytes().splitlines(keepends=True)
+        if line.endswith(b"\n")
+    )
 
 
 class Connections:
