@@ -15,7 +15,7 @@ from typing import Any
 from tunefleet.config import describe_options, json_schema, load_config
 from tunefleet.errors import ConfigError, TunefleetError
 from tunefleet.platform.layout import Layout
-from tunefleet.secrets import SECRETS_ENV, redact_text, secret_params
+from tunefleet.redaction import SECRETS_ENV, redact_text, secret_params
 
 DEFAULT_OUT = "runs"
 

@@ -23,8 +23,7 @@ from tunefleet.platform.checks import check_sweep
 from tunefleet.platform.layout import Layout
 from tunefleet.platform.store import Store
 from tunefleet.platform.telemetry import mlflow_uri, start_sweep_tracking
-from tunefleet.search.study import grid_size, make_storage, open_study
-from tunefleet.secrets import (
+from tunefleet.redaction import (
     SECRETS_ENV,
     install_log_redaction,
     redact_url,
@@ -32,6 +31,7 @@ from tunefleet.secrets import (
     secret_values,
     url_passwords,
 )
+from tunefleet.search.study import grid_size, make_storage, open_study
 from tunefleet.tracking.mlflow_sink import fail_fast_http
 
 #: Keys a resumed sweep may change: they set how much more to run, not what a trial is.

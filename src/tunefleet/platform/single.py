@@ -10,7 +10,7 @@ from tunefleet.config import SweepConfig
 from tunefleet.platform.checks import check_sweep
 from tunefleet.platform.layout import Layout
 from tunefleet.platform.telemetry import start_single_tracking
-from tunefleet.secrets import install_log_redaction, secret_values
+from tunefleet.redaction import install_log_redaction, secret_values
 
 
 def train(config: SweepConfig, layout: Layout) -> int:

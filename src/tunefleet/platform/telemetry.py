@@ -21,7 +21,7 @@ from typing import Any
 
 from tunefleet.config import SweepConfig, flatten
 from tunefleet.platform.layout import Layout
-from tunefleet.secrets import REDACTED, redact_params, redact_url
+from tunefleet.redaction import REDACTED, redact_params, redact_url
 from tunefleet.tracking.bus import TelemetryBus
 from tunefleet.tracking.callback import TrackingCallback
 from tunefleet.tracking.console_sink import ConsoleSink

@@ -26,9 +26,9 @@ from tunefleet.platform.layout import Layout
 from tunefleet.platform.store import Store
 from tunefleet.platform.sync import replay_in_background
 from tunefleet.platform.telemetry import RunTracking, mlflow_uri, start_trial_tracking
+from tunefleet.redaction import install_log_redaction, redact_text, secret_values, url_passwords
 from tunefleet.search.space import suggest_params
 from tunefleet.search.study import HEARTBEAT_SECONDS, make_storage, open_study
-from tunefleet.secrets import install_log_redaction, redact_text, secret_values, url_passwords
 
 log = logging.getLogger(__name__)
 

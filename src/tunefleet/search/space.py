@@ -11,7 +11,8 @@ from typing import Any
 
 import optuna
 
-from tunefleet.config import Dimension, SweepConfig, _leaf_annotation, method_of_path
+from tunefleet.config import Dimension, SweepConfig, method_of_path
+from tunefleet.dotted import leaf_annotation
 
 _PRIMITIVES = (str, int, float, bool, type(None))
 
@@ -41,7 +42,7 @@ def suggest(trial: optuna.Trial, path: str, dim: Dimension) -> Any:
         encoded = [json.dumps(c) for c in dim.choices]
         return json.loads(trial.suggest_categorical(path, encoded))
     assert dim.low is not None and dim.high is not None
-    if _leaf_annotation(path) is int:
+    if leaf_annotation(SweepConfig, path) is int:
         return trial.suggest_int(
             path, int(dim.low), int(dim.high), log=dim.log, step=int(dim.step or 1)
         )
@@ -57,7 +58,7 @@ def grid(config: SweepConfig) -> dict[str, list[Any]]:
             out[path] = list(dim.choices) if primitive else [json.dumps(c) for c in dim.choices]
             continue
         assert dim.low is not None and dim.high is not None
-        integer = _leaf_annotation(path) is int
+        integer = leaf_annotation(SweepConfig, path) is int
         if dim.step is None and not integer:
             raise ValueError(
                 f"search.space.{path}: the grid sampler needs `choices` or a `step` "

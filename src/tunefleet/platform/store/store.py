@@ -314,18 +314,12 @@ class Store:
     def __init__(self, url: str) -> None:
         if not isinstance(url, str) or not url:
             raise ValueError(f"invalid database URL {url!r}: expected a non-empty string")
-        self._url = url
         self._engine = create_store_engine(url)
         try:
             migrate(self._engine)
         except BaseException:
             self._engine.dispose()
             raise
-
-    @property
-    def url(self) -> str:
-        """The URL the store was opened with, password included (use ``repr`` to log it)."""
-        return self._url
 
     def __repr__(self) -> str:
         return f"Store(url={self._engine.url.render_as_string(hide_password=True)!r})"

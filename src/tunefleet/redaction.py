@@ -21,6 +21,8 @@ from urllib.parse import unquote
 
 from pydantic import BaseModel, PlainSerializer, SecretStr, SerializationInfo
 
+from tunefleet.dotted import flatten
+
 REDACTED = "***"
 """What a secret reads as wherever tunefleet writes it."""
 
@@ -126,16 +128,12 @@ def reveal(model: BaseModel) -> dict[str, Any]:
 
 def secret_params(model: BaseModel) -> dict[str, Any]:
     """Dotted path -> real value of every leaf that ``model``'s JSON dump redacts."""
-    from tunefleet.config import flatten  # config imports this module for its field types
-
     shown, real = flatten(model.model_dump(mode="json")), flatten(reveal(model))
     return {key: real[key] for key in real if shown.get(key) != real[key]}
 
 
 def secret_values(model: BaseModel) -> set[str]:
     """The secret strings ``model`` holds: whole secret fields and the passwords in its URLs."""
-    from tunefleet.config import flatten
-
     shown = flatten(model.model_dump(mode="json"))
     values: set[str] = set()
     for key, value in secret_params(model).items():

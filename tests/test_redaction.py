@@ -28,7 +28,7 @@ from tunefleet.config import (
 )
 from tunefleet.errors import ConfigError
 from tunefleet.platform.store import Store
-from tunefleet.secrets import (
+from tunefleet.redaction import (
     REDACTED,
     SECRETS_ENV,
     RedactingFilter,

@@ -1,0 +1,81 @@
+"""The sweep config: a YAML file validated into frozen pydantic models before anything runs.
+
+``schema`` holds the models (each option documented once); ``loading`` turns YAML into a
+validated config with every mistake named. The dotted-path algebra both use is
+:mod:`tunefleet.dotted`.
+"""
+
+from tunefleet.config.loading import (
+    apply_params,
+    describe_options,
+    json_schema,
+    load_config,
+    parse_config,
+    with_secrets,
+)
+from tunefleet.config.schema import (
+    METHODS,
+    UNSEARCHABLE,
+    AdapterConfig,
+    DannConfig,
+    DataConfig,
+    Dimension,
+    Direction,
+    EarlyStoppingConfig,
+    Ia3Config,
+    LoraConfig,
+    Method,
+    MlflowConfig,
+    ModelConfig,
+    PrefixConfig,
+    PromptConfig,
+    Pruner,
+    RestartsConfig,
+    Sampler,
+    Scheduler,
+    SearchConfig,
+    SweepConfig,
+    TrackingConfig,
+    TrainConfig,
+    UnfreezeConfig,
+    WandbConfig,
+    method_of_path,
+)
+from tunefleet.dotted import flatten, set_path
+
+__all__ = [
+    "METHODS",
+    "UNSEARCHABLE",
+    "AdapterConfig",
+    "DannConfig",
+    "DataConfig",
+    "Dimension",
+    "Direction",
+    "EarlyStoppingConfig",
+    "Ia3Config",
+    "LoraConfig",
+    "Method",
+    "MlflowConfig",
+    "ModelConfig",
+    "PrefixConfig",
+    "PromptConfig",
+    "Pruner",
+    "RestartsConfig",
+    "Sampler",
+    "Scheduler",
+    "SearchConfig",
+    "SweepConfig",
+    "TrackingConfig",
+    "TrainConfig",
+    "UnfreezeConfig",
+    "WandbConfig",
+    "apply_params",
+    "describe_options",
+    "flatten",
+    "json_schema",
+    "load_config",
+    "method_of_path",
+    "parse_config",
+    "set_path",
+    "with_secrets",
+]
