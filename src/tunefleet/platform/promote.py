@@ -6,10 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunefleet.errors import NotFoundError
-from tunefleet.platform.layout import Layout
+from tunefleet.platform.layout import Layout, mlflow_tracking_uri
 from tunefleet.platform.status import SweepView
 from tunefleet.platform.store import Store
-from tunefleet.platform.telemetry import mlflow_uri
 from tunefleet.trainers.checkpoint import verify
 
 
@@ -53,7 +52,7 @@ def promote(
     if view.config.tracking.mlflow.enabled:
         from tunefleet.platform.registry import register_checkpoint
 
-        tracking_uri = mlflow_uri(view.config, layout)
+        tracking_uri = mlflow_tracking_uri(layout, view.config)
         registered = register_checkpoint(
             tracking_uri=tracking_uri,
             model_name=name,
