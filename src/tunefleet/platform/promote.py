@@ -9,6 +9,7 @@ from tunefleet.errors import NotFoundError
 from tunefleet.platform.layout import Layout, mlflow_tracking_uri
 from tunefleet.platform.status import SweepView
 from tunefleet.platform.store import Store
+from tunefleet.secrets import redact_url
 from tunefleet.trainers.checkpoint import verify
 
 
@@ -82,9 +83,10 @@ def describe(promotion: Promotion) -> str:
         f"  checkpoint: {promotion.checkpoint}",
     ]
     if promotion.model_uri:
+        uri = redact_url(promotion.tracking_uri or "")  # printed: its password stays ***
         lines += [
             "load it:",
-            f'  MLFLOW_TRACKING_URI={promotion.tracking_uri} python -c "import mlflow; '
+            f'  MLFLOW_TRACKING_URI={uri} python -c "import mlflow; '
             f"m = mlflow.pyfunc.load_model('{promotion.model_uri}'); "
             "print(m.predict(['great food']))\"",
         ]
