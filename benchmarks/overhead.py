@@ -33,8 +33,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 if TYPE_CHECKING:
     from tunefleet.config import SweepConfig
     from tunefleet.platform.layout import Layout
+    from tunefleet.platform.run_tracking import RunTracking
     from tunefleet.platform.store import Store
-    from tunefleet.platform.telemetry import RunTracking
     from tunefleet.trainers.run import TrialRequest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -148,7 +148,7 @@ class Sweep:
 
     def start_trial(self) -> RunTracking:
         """Trial 0's telemetry, as a worker starts it (the store's live summary with a store)."""
-        from tunefleet.platform.telemetry import start_trial_tracking
+        from tunefleet.platform.run_tracking import start_trial_tracking
 
         return start_trial_tracking(
             self.config,
@@ -167,8 +167,8 @@ class Sweep:
 
 
 def open_sweep(config: SweepConfig, layout: Layout, *, with_store: bool) -> Sweep:
+    from tunefleet.platform.run_tracking import start_sweep_tracking
     from tunefleet.platform.store import Store
-    from tunefleet.platform.telemetry import start_sweep_tracking
 
     experiment_id, parent = start_sweep_tracking(config, layout) or (None, None)
     store = None

@@ -79,7 +79,7 @@ WARM_MODULES = (
     "mlflow",
     "transformers.integrations",
     "tunefleet.platform.store_sink",
-    "tunefleet.platform.telemetry",
+    "tunefleet.platform.run_tracking",
     "tunefleet.trainers.run",
 )
 WARM_ROWS = 40
@@ -480,7 +480,7 @@ def mlflow_only_trial(
     config: SweepConfig, work: Path, *, uri: str, experiment_id: str
 ) -> tuple[float, list[float], dict[str, int]]:
     from tunefleet.platform.layout import Layout
-    from tunefleet.platform.telemetry import start_trial_tracking
+    from tunefleet.platform.run_tracking import start_trial_tracking
     from tunefleet.trainers.run import run_trial
 
     cfg = config.model_copy(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -307,3 +308,94 @@ def test_resume_after_a_killed_sweep(tmp_path: Path, tiny_model: Path, sentiment
         "already exists with a different config" in refused.stderr
         and "train.epochs" in refused.stderr
     )
+
+
+def parent_status(out: Path, name: str) -> str:
+    """The status of the sweep's MLflow parent run."""
+    from mlflow.tracking import MlflowClient
+
+    parent = Store(f"sqlite:///{out / 'tunefleet.db'}").get_sweep(name).mlflow_parent_run_id
+    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+    return str(client.get_run(parent).info.status)
+
+
+def test_the_parent_run_ends_finished_with_the_sweep(swept: dict[str, Any]) -> None:
+    assert parent_status(swept["out"], "e2e") == "FINISHED"
+
+
+def test_a_stopped_sweep_ends_its_parent_killed_and_resuming_reopens_it(
+    tmp_path: Path, tiny_model: Path, sentiment_csv: Path
+) -> None:
+    config = sweep_config(tmp_path, tiny_model, sentiment_csv, "stopped", trials=2)
+    out = tmp_path / "runs"
+    command = [sys.executable, "-m", "tunefleet", "sweep", str(config), "--out", str(out)]
+    sweep = subprocess.Popen(
+        command,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 240
+        while not _running_trial(out, "stopped"):
+            assert time.time() < deadline and sweep.poll() is None, "no trial started"
+            time.sleep(0.5)
+        sweep.send_signal(signal.SIGTERM)  # the launcher only, as `kill PID` would
+        assert sweep.wait(120) == 130
+    finally:
+        _kill_group(sweep)
+    assert parent_status(out, "stopped") == "KILLED"
+
+    resumed = subprocess.Popen(
+        command,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    seen = set()
+    try:
+        while resumed.poll() is None:
+            with contextlib.suppress(Exception):  # a read racing the sweep's writes: again
+                seen.add(parent_status(out, "stopped"))
+            time.sleep(0.2)
+    finally:
+        _kill_group(resumed)
+    assert resumed.returncode == 0
+    assert "RUNNING" in seen  # reopened while the resumed sweep ran its trials
+    assert parent_status(out, "stopped") == "FINISHED"
+
+
+def test_a_sweep_whose_trials_all_fail_ends_its_parent_failed(
+    tmp_path: Path, tiny_model: Path, sentiment_csv: Path
+) -> None:
+    # A folder that passes the pre-flight check (it has a config.json) but holds no weights
+    # and no tokenizer: every trial fails as it loads the model.
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text((tiny_model / "config.json").read_text())
+    config = sweep_config(tmp_path, broken, sentiment_csv, "broken", trials=3)
+    out = tmp_path / "runs"
+    result = cli("sweep", str(config), "--out", str(out))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "no trial completed" in result.stdout
+    assert parent_status(out, "broken") == "FAILED"
+
+
+def _running_trial(out: Path, name: str) -> bool:
+    if not (out / "tunefleet.db").exists():
+        return False
+    try:
+        return any(
+            t.state == "RUNNING" for t in Store(f"sqlite:///{out / 'tunefleet.db'}").trials(name)
+        )
+    except Exception:  # the sweep record may not exist yet
+        return False
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """Whatever is left of a sweep (its workers) when a test ends."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()

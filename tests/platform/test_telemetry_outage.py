@@ -228,7 +228,7 @@ def test_a_killed_worker_leaves_a_spool_that_replays(
     worker = tunefleet("worker", "killed", "--out", str(out))
     assert worker.returncode == 0, worker.stdout + worker.stderr
     assert spooled_points(spool) == survived  # the replay added no point, only the end
-    client = MlflowClient(tracking_uri=layout.mlflow_uri)
+    client = MlflowClient(tracking_uri=f"sqlite:///{layout.out / 'mlflow.db'}")
     spool_id = read_header(spool)["spool_id"]
     (run,) = client.search_runs(
         [client.get_experiment_by_name("killed").experiment_id],

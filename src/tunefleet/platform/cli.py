@@ -14,7 +14,7 @@ from typing import Any
 
 from tunefleet.config import describe_options, json_schema, load_config
 from tunefleet.errors import ConfigError, TunefleetError
-from tunefleet.platform.layout import Layout
+from tunefleet.platform.layout import Layout, mlflow_tracking_uri
 from tunefleet.redaction import SECRETS_ENV, redact_text, secret_params
 
 DEFAULT_OUT = "runs"
@@ -245,9 +245,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from tunefleet.platform.sync import sync
 
     layout = Layout.at(args.out)
-    known = {os.environ.get("MLFLOW_TRACKING_URI"), layout.mlflow_uri}
+    known = {mlflow_tracking_uri(layout)}
     if args.config is not None:
-        known.add(load_config(args.config).tracking.mlflow.tracking_uri)
+        known.add(mlflow_tracking_uri(layout, load_config(args.config)))
     store = _existing_store(args) if args.db or (layout.out / "tunefleet.db").is_file() else None
     if args.name and not layout.spool_dir(args.name).is_dir():
         from tunefleet.errors import NotFoundError

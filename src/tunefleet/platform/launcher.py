@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import optuna
@@ -20,9 +23,13 @@ from optuna.trial import TrialState
 from tunefleet.config import SweepConfig, flatten
 from tunefleet.errors import ConfigError, TunefleetError
 from tunefleet.platform.checks import check_sweep
-from tunefleet.platform.layout import Layout
+from tunefleet.platform.layout import Layout, mlflow_tracking_uri
+from tunefleet.platform.run_tracking import (
+    end_sweep_tracking,
+    reopen_sweep_tracking,
+    start_sweep_tracking,
+)
 from tunefleet.platform.store import Store
-from tunefleet.platform.telemetry import mlflow_uri, start_sweep_tracking
 from tunefleet.redaction import (
     SECRETS_ENV,
     install_log_redaction,
@@ -36,6 +43,8 @@ from tunefleet.tracking.mlflow_sink import fail_fast_http
 
 #: Keys a resumed sweep may change: they set how much more to run, not what a trial is.
 RESUMABLE_KEYS = ("search.trials", "search.timeout")
+INTERRUPTED = 130
+"""The sweep's exit code when stopped by Ctrl-C or SIGTERM."""
 
 
 @dataclass(frozen=True)
@@ -84,23 +93,28 @@ def prepare_sweep(config: SweepConfig, layout: Layout, db_url: str) -> Store:
         config.name, config=config.model_dump(mode="json"), budget=config.search.trials
     )
     store.set_budget(config.name, budget=budget(config))
-    if record.mlflow_parent_run_id is None:
-        ids = _sweep_tracking(config, layout)
-        if ids is not None:
-            store.set_mlflow_ids(config.name, experiment_id=ids[0], parent_run_id=ids[1])
+    ids = _sweep_tracking(config, layout, record.mlflow_parent_run_id)
+    if ids is not None:
+        store.set_mlflow_ids(config.name, experiment_id=ids[0], parent_run_id=ids[1])
     recover(store, config, db_url)
     return store
 
 
-def _sweep_tracking(config: SweepConfig, layout: Layout) -> tuple[str, str] | None:
-    """The parent run; a tracker that cannot be reached now stops the sweep before any trial
-    (its trials would have no MLflow run to replay into). Running it again resumes."""
+def _sweep_tracking(
+    config: SweepConfig, layout: Layout, parent_run_id: str | None
+) -> tuple[str, str] | None:
+    """The parent run, created (a new sweep: its ids) or running again (a resumed one); a
+    tracker that cannot be reached now stops the sweep before any trial (its trials would have
+    no MLflow run to replay into). Running it again resumes."""
     fail_fast_http()
     try:
-        return start_sweep_tracking(config, layout)
+        if parent_run_id is None:
+            return start_sweep_tracking(config, layout)
+        reopen_sweep_tracking(config, layout, parent_run_id)
+        return None
     except Exception as exc:
         raise TunefleetError(
-            f"MLflow at {redact_url(mlflow_uri(config, layout))} cannot be reached "
+            f"MLflow at {redact_url(mlflow_tracking_uri(layout, config))} cannot be reached "
             f"({type(exc).__name__}): start it, point tracking.mlflow.tracking_uri (or "
             "MLFLOW_TRACKING_URI) at a running server, or set tracking.mlflow.enabled: false"
         ) from exc
@@ -239,7 +253,7 @@ def watch(procs: list[subprocess.Popen[bytes]], study: optuna.Study, budget: int
         for p in procs:
             p.wait(30)
         print("interrupted: run the same command again to resume", flush=True)
-        return 130
+        return INTERRUPTED
     print(progress_line(study, budget, started), flush=True)
     return max((p.returncode or 0) for p in procs)
 
@@ -264,7 +278,7 @@ def summary(config: SweepConfig, store: Store, layout: Layout, db_url: str) -> d
 def dashboards(config: SweepConfig, layout: Layout, db_url: str) -> list[str]:
     lines = [f"optuna-dashboard {redact_url(db_url)}"]
     if config.tracking.mlflow.enabled:
-        uri = redact_url(mlflow_uri(config, layout))
+        uri = redact_url(mlflow_tracking_uri(layout, config))
         if uri.startswith("sqlite"):
             lines.append(f"mlflow ui --backend-store-uri {uri} --port 5000")
         else:
@@ -306,33 +320,60 @@ def run_sweep(config: SweepConfig, *, layout: Layout, db_url: str, workers: int)
     total = budget(config)
     print(
         f"sweep {config.name}: {total} trials, {workers} worker(s), "
-        f"store {_masked(db_url)}, out {layout.out}",
+        f"store {redact_url(db_url)}, out {layout.out}",
         flush=True,
     )
-    code = watch(
-        start_workers(
-            config.name,
-            layout,
-            db_url,
-            workers=workers,
-            deadline=deadline,
-            secrets=secret_params(config),
-        ),
-        study,
-        total,
-    )
+    with _ParentRunEnd(config, layout, store.get_sweep(config.name).mlflow_parent_run_id) as end:
+        code = watch(
+            start_workers(
+                config.name,
+                layout,
+                db_url,
+                workers=workers,
+                deadline=deadline,
+                secrets=secret_params(config),
+            ),
+            study,
+            total,
+        ) or (0 if store_has_complete(study) else 1)
+        end.status = "FINISHED" if code == 0 else "KILLED" if code == INTERRUPTED else "FAILED"
     print_summary(config, summary(config, store, layout, db_url), wall_s=time.time() - started)
     store.dispose()
-    if code:
-        return code
-    return 0 if store_has_complete(study) else 1
+    return code
+
+
+class _ParentRunEnd:
+    """Ends the sweep's MLflow parent run as the sweep ends: FINISHED (exit 0: the budget or
+    the time is spent), KILLED (Ctrl-C or SIGTERM, exit 130), FAILED (anything else: workers
+    failing, no trial complete, an error). SIGTERM stops the workers as Ctrl-C does."""
+
+    def __init__(self, config: SweepConfig, layout: Layout, parent_run_id: str | None) -> None:
+        self.config, self.layout, self.parent_run_id = config, layout, parent_run_id
+        self.status = "FAILED"
+        self._sigterm: Any = None
+
+    def __enter__(self) -> _ParentRunEnd:
+        if threading.current_thread() is threading.main_thread():
+            self._sigterm = signal.signal(signal.SIGTERM, _interrupt)
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._sigterm is not None:
+            signal.signal(signal.SIGTERM, self._sigterm)
+        if kind is not None:
+            self.status = "KILLED" if issubclass(kind, KeyboardInterrupt) else "FAILED"
+        if self.parent_run_id is not None:
+            end_sweep_tracking(self.config, self.layout, self.parent_run_id, status=self.status)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def store_has_complete(study: optuna.Study) -> bool:
     return bool(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-
-
-def _masked(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from tunefleet.config import SweepConfig
 
 
 @dataclass(frozen=True)
@@ -17,10 +20,6 @@ class Layout:
     @property
     def db_url(self) -> str:
         return f"sqlite:///{self.out / 'tunefleet.db'}"
-
-    @property
-    def mlflow_uri(self) -> str:
-        return f"sqlite:///{self.out / 'mlflow.db'}"
 
     @property
     def mlflow_artifacts(self) -> Path:
@@ -54,3 +53,15 @@ class Layout:
     def ensure(self) -> Layout:
         self.out.mkdir(parents=True, exist_ok=True)
         return self
+
+
+def mlflow_tracking_uri(layout: Layout, config: SweepConfig | None = None) -> str:
+    """The MLflow tracking URI a run logs to: the config's ``tracking.mlflow.tracking_uri``, else
+    ``MLFLOW_TRACKING_URI`` (as MLflow users expect), else the embedded default, a sqlite file
+    ``mlflow.db`` in ``--out``. Without a config: what a config without a URI gets."""
+    configured = config.tracking.mlflow.tracking_uri if config is not None else None
+    return (
+        configured
+        or os.environ.get("MLFLOW_TRACKING_URI")
+        or f"sqlite:///{layout.out / 'mlflow.db'}"
+    )

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunefleet.errors import NotFoundError
-from tunefleet.platform.layout import Layout
+from tunefleet.platform.layout import Layout, mlflow_tracking_uri
 from tunefleet.platform.status import SweepView
 from tunefleet.platform.store import Store
-from tunefleet.platform.telemetry import mlflow_uri
+from tunefleet.redaction import redact_url
 from tunefleet.trainers.checkpoint import verify
 
 
@@ -53,7 +53,7 @@ def promote(
     if view.config.tracking.mlflow.enabled:
         from tunefleet.platform.registry import register_checkpoint
 
-        tracking_uri = mlflow_uri(view.config, layout)
+        tracking_uri = mlflow_tracking_uri(layout, view.config)
         registered = register_checkpoint(
             tracking_uri=tracking_uri,
             model_name=name,
@@ -83,9 +83,10 @@ def describe(promotion: Promotion) -> str:
         f"  checkpoint: {promotion.checkpoint}",
     ]
     if promotion.model_uri:
+        uri = redact_url(promotion.tracking_uri or "")  # printed: its password stays ***
         lines += [
             "load it:",
-            f'  MLFLOW_TRACKING_URI={promotion.tracking_uri} python -c "import mlflow; '
+            f'  MLFLOW_TRACKING_URI={uri} python -c "import mlflow; '
             f"m = mlflow.pyfunc.load_model('{promotion.model_uri}'); "
             "print(m.predict(['great food']))\"",
         ]

@@ -9,7 +9,7 @@ import time
 from tunefleet.config import SweepConfig
 from tunefleet.platform.checks import check_sweep
 from tunefleet.platform.layout import Layout
-from tunefleet.platform.telemetry import start_single_tracking
+from tunefleet.platform.run_tracking import start_single_tracking
 from tunefleet.redaction import install_log_redaction, secret_values
 
 
@@ -47,8 +47,9 @@ def train(config: SweepConfig, layout: Layout) -> int:
     if tests:
         print("held-out test: " + ", ".join(f"{k} = {v:.4f}" for k, v in sorted(tests.items())))
     print(f"checkpoint: {outcome.checkpoint}")
-    if tracking.mlflow_run_id:
-        print(f"mlflow run: {tracking.mlflow_run_id}")
+    mlflow_run_id = tracking.run_ids().get("mlflow")
+    if mlflow_run_id:
+        print(f"mlflow run: {mlflow_run_id}")
     if left:
         print(f"not yet delivered: {left}; run `tunefleet sync {config.name}`")
     return 0

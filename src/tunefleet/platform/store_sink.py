@@ -1,7 +1,8 @@
 """The SQL store as a telemetry sink: a running trial's latest metrics, for ``tunefleet status``.
 
 It lives in ``platform`` (not ``tracking``) because it writes the store, which ``tracking`` must
-not know. Idempotent by construction: it keeps the latest value per key.
+not know; it registers itself with tracking's sink registry when imported. Idempotent by
+construction: it keeps the latest value per key.
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tunefleet.platform.store import Store
+from tunefleet.redaction import redact_url
 from tunefleet.tracking.events import Event, Point
+from tunefleet.tracking.sinks import RunSetup, SinkSource, register_sink
 
 
 class StoreSink:
     name = "store"
+    run_id: str | None = None
 
     def __init__(self, store: Store, *, sweep: str, trial: int, state: Mapping[str, Any]) -> None:
         self.store, self.sweep, self.trial = store, sweep, trial
@@ -38,3 +42,21 @@ class StoreSink:
 
     def close(self) -> None:
         """The store is the worker's; it closes it."""
+
+
+def _describe(setup: RunSetup) -> dict[str, Any] | None:
+    if setup.store is None or setup.db_url is None:
+        return None
+    return {"db_url": redact_url(setup.db_url)}
+
+
+def _build(source: SinkSource) -> StoreSink | None:
+    # A replay without a store (``tunefleet sync`` with no database) leaves it to a later one.
+    if source.store is None:
+        return None
+    return StoreSink(
+        source.store, sweep=source.info.sweep, trial=source.info.trial, state=source.state
+    )
+
+
+register_sink("store", describe=_describe, build=_build)

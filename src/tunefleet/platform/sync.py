@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tunefleet.platform.store_sink  # noqa: F401 - registers the "store" sink spools name
 from tunefleet.platform.layout import Layout
-from tunefleet.platform.telemetry import build_sinks
 from tunefleet.tracking.events import End
-from tunefleet.tracking.sinks import batches, deliver
+from tunefleet.tracking.sinks import batches, build_sinks, deliver
 from tunefleet.tracking.spool import (
     SUFFIX,
     Cursors,

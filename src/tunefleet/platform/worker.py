@@ -22,10 +22,10 @@ from pydantic import ValidationError
 
 from tunefleet.config import SweepConfig, apply_params, with_secrets
 from tunefleet.errors import TunefleetError
-from tunefleet.platform.layout import Layout
+from tunefleet.platform.layout import Layout, mlflow_tracking_uri
+from tunefleet.platform.run_tracking import RunTracking, start_trial_tracking
 from tunefleet.platform.store import Store
 from tunefleet.platform.sync import replay_in_background
-from tunefleet.platform.telemetry import RunTracking, mlflow_uri, start_trial_tracking
 from tunefleet.redaction import install_log_redaction, redact_text, secret_values, url_passwords
 from tunefleet.search.space import suggest_params
 from tunefleet.search.study import HEARTBEAT_SECONDS, make_storage, open_study
@@ -106,7 +106,7 @@ def run_worker(options: WorkerOptions) -> int:
     replay = replay_in_background(
         options.layout,
         name=options.name,
-        known_uris={mlflow_uri(config, options.layout)},
+        known_uris={mlflow_tracking_uri(options.layout, config)},
         store=store,
     )
     ran = failures = 0
@@ -250,14 +250,15 @@ def _record_start(
     tracking: RunTracking,
 ) -> None:
     # Host and pid are recorded by start_trial already.
-    if tracking.wandb_run_id is not None:
-        trial.set_user_attr("wandb_run_id", tracking.wandb_run_id)
+    wandb_run_id = tracking.run_ids().get("wandb")
+    if wandb_run_id is not None:
+        trial.set_user_attr("wandb_run_id", wandb_run_id)
     store.upsert_trial(
         options.name,
         trial.number,
         state="RUNNING",
         params=params,
-        wandb_run_id=tracking.wandb_run_id,
+        wandb_run_id=wandb_run_id,
     )
 
 
@@ -314,8 +315,9 @@ def _end_tracking(
     by now unless MLflow was down (then `tunefleet sync` records it)."""
     tracking.close(status, timeout_s=INTERRUPTED_WAIT_S if interrupted else None)
     # Not an Optuna user attr: the trial is told by now, and Optuna refuses changes after that.
-    if tracking.mlflow_run_id:
-        store.upsert_trial(options.name, trial.number, mlflow_run_id=tracking.mlflow_run_id)
+    mlflow_run_id = tracking.run_ids().get("mlflow")
+    if mlflow_run_id:
+        store.upsert_trial(options.name, trial.number, mlflow_run_id=mlflow_run_id)
 
 
 def worker_main(options: WorkerOptions) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import logging
 import queue
 import threading
@@ -14,7 +15,16 @@ from tunefleet.tracking.spool import Cursors, Item, SpoolWriter, read_items
 
 log = logging.getLogger(__name__)
 
-_FSYNC = "fsync"
+
+class _Signal(enum.Enum):
+    """What the bus thread's queue carries besides appended items."""
+
+    FSYNC = enum.auto()
+    """Lines were flushed to the OS: fsync them."""
+    WAKE = enum.auto()
+    """Closing: stop waiting for items."""
+
+
 MAX_BACKLOG = 100_000
 """Events a sink may have waiting in memory; beyond, it reads them from the spool file."""
 
@@ -60,7 +70,7 @@ class TelemetryBus:
         """How often each sink switched to reading the spool file."""
         self._skip_until: dict[str, int] = {s.name: 0 for s in sinks}
         """Queued items ending at or before this offset were read from the file already."""
-        self._queue: queue.SimpleQueue[list[Item] | str | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[Item] | _Signal] = queue.SimpleQueue()
         self._backlog: dict[str, list[Item]] = {s.name: [] for s in self.sinks}
         self._retry_at: dict[str, float] = {s.name: 0.0 for s in self.sinks}
         self._failures: dict[str, int] = {s.name: 0 for s in self.sinks}
@@ -83,7 +93,7 @@ class TelemetryBus:
         """Make everything emitted so far survive this process being killed (an OS-level flush,
         here); the bus thread then fsyncs it."""
         self.spool.flush()
-        self._queue.put(_FSYNC)
+        self._queue.put(_Signal.FSYNC)
 
     def close(self, *, status: str = "FINISHED", timeout_s: float = 30.0) -> dict[str, int]:
         """End the trial with ``status``, deliver what is left for at most ``timeout_s`` and
@@ -92,7 +102,7 @@ class TelemetryBus:
         self.flush()
         self._deadline = time.monotonic() + timeout_s
         self._closing.set()
-        self._queue.put(None)
+        self._queue.put(_Signal.WAKE)
         self._thread.join(timeout_s + 5)
         self.spool.close()
         return {sink.name: self._unsent(sink.name) for sink in self.sinks}
@@ -123,7 +133,7 @@ class TelemetryBus:
         try:
             item = self._queue.get(timeout=self.interval_s) if block else self._queue.get_nowait()
             while True:
-                if item == _FSYNC:
+                if item is _Signal.FSYNC:
                     fsync = True
                 elif isinstance(item, list):
                     self._enqueue(item)

@@ -16,8 +16,6 @@ from tunefleet.tracking.events import Checkpoint, Evaluation, Event, Point
 STEP_KEYS = ("loss", "learning_rate", "grad_norm", "epoch")
 GROUP_PREFIX = "grad_norm/"
 SKIPPED_EVAL_KEYS = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second")
-REPORT_FILE = "evaluation.json"
-"""The report a best checkpoint folder carries (written by trainers' BestCheckpointCallback)."""
 
 
 def _tracked(key: str, value: object) -> bool:
@@ -34,12 +32,17 @@ class TrackingCallback(TrainerCallback):
     """Hands each log to the bus and returns: the spool append is a buffered write, the
     delivery happens on the bus thread. Flushes the spool at every evaluation and at the end.
 
-    ``seconds`` keeps the time each ``on_log`` took on the training thread (the benchmark's
-    per-step latency); ``step`` is the latest global step, for the system monitor.
+    ``report_file`` names the evaluation report a best checkpoint folder carries: the checkpoint
+    format is the trainers' (``trainers.checkpoint.EVALUATION``), which tracking does not import,
+    so whoever builds the callback hands the name over. ``seconds`` keeps the time each
+    ``on_log`` took on the training thread (the benchmark's per-step latency); ``step`` is the
+    latest global step, for the system monitor.
     """
 
-    def __init__(self, bus: TelemetryBus) -> None:
-        self.bus = bus
+    def __init__(self, bus: TelemetryBus, *, report_file: str) -> None:
+        if not report_file or "/" in report_file:
+            raise ValueError(f"report_file must be a file name, got {report_file!r}")
+        self.bus, self.report_file = bus, report_file
         self.step = 0
         self.seconds: list[float] = []
 
@@ -86,12 +89,11 @@ class TrackingCallback(TrainerCallback):
     ) -> None:
         self.bus.flush()
 
-    @staticmethod
-    def _best_events(state: TrainerState) -> list[Event]:
+    def _best_events(self, state: TrainerState) -> list[Event]:
         folder = Path(str(state.best_model_checkpoint))
         value = float(state.best_metric) if state.best_metric is not None else math.nan
         events: list[Event] = [Checkpoint(state.global_step, value, str(folder))]
-        report = folder / REPORT_FILE
+        report = folder / self.report_file
         if report.is_file():
             events.append(Evaluation(state.global_step, json.loads(report.read_text())))
         return events

@@ -12,9 +12,11 @@ SHOWN = ("loss", "learning_rate", "grad_norm", "epoch")
 
 
 class ConsoleSink:
-    """Prints the training keys and every eval metric, one line per step; nothing to replay."""
+    """Prints the training keys and every eval metric, one line per step; nothing to replay, so
+    no spool header names it (``tunefleet train`` adds it to its own bus)."""
 
     name = "console"
+    run_id: str | None = None
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream

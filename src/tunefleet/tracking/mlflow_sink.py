@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tunefleet.redaction import redact_url
 from tunefleet.tracking.events import (
+    TERMINAL_STATES,
     BestSoFar,
     Checkpoint,
     End,
@@ -17,9 +20,12 @@ from tunefleet.tracking.events import (
     Point,
     RunInfo,
 )
+from tunefleet.tracking.sinks import RunSetup, SinkSource, register_sink
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
 
 MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
@@ -43,10 +49,6 @@ def fail_fast_http() -> None:
     a batch in flight for minutes against a dead server. Explicit settings win."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-
-
-def default_tracking_uri(out: Path) -> str:
-    return f"sqlite:///{(out / 'mlflow.db').resolve()}"
 
 
 def ensure_experiment(client: MlflowClient, name: str, *, artifact_location: str | None) -> str:
@@ -79,6 +81,19 @@ def start_parent_run(
     )
     log_params(client, run.info.run_id, params)
     return str(run.info.run_id)
+
+
+def end_parent_run(client: MlflowClient, run_id: str, *, status: str) -> None:
+    """End the sweep's parent run: FINISHED (the budget is spent), FAILED or KILLED."""
+    if status not in TERMINAL_STATES:
+        raise ValueError(f"status must be one of {TERMINAL_STATES}, got {status!r}")
+    client.set_terminated(run_id, status=status)
+
+
+def reopen_parent_run(client: MlflowClient, run_id: str) -> None:
+    """A resumed sweep's parent run is running again (MLflow keeps its last end time until the
+    sweep ends anew)."""
+    client.update_run(run_id, status="RUNNING")
 
 
 def start_child_run(
@@ -117,7 +132,8 @@ class MlflowSink:
 
     Metrics go in ``log_batch`` requests of at most 1,000; the best evaluation's report as
     artifacts under ``evaluation/``; a new best of the sweep to the parent run (a ``best_value``
-    metric stepped by trial number, and ``best.*`` tags: params cannot change once logged).
+    metric stepped by the count of the sweep's complete trials, and ``best.*`` tags: params
+    cannot change once logged).
     """
 
     name = "mlflow"
@@ -207,3 +223,38 @@ class MlflowSink:
 
     def close(self) -> None:
         """Nothing to release: the client holds no connection of its own."""
+
+
+def _describe(setup: RunSetup) -> dict[str, Any] | None:
+    if not setup.config.tracking.mlflow.enabled or setup.experiment_id is None:
+        return None
+    return {
+        "tracking_uri": redact_url(setup.mlflow_uri),
+        "experiment_id": setup.experiment_id,
+        "parent_run_id": setup.parent_run_id,
+    }
+
+
+def _build(source: SinkSource) -> MlflowSink | None:
+    spec = source.spec
+    uri = source.real_uri(spec["tracking_uri"])
+    if uri is None:
+        log.warning(
+            "%s: the MLflow URI %s holds a password this process does not have; set "
+            "MLFLOW_TRACKING_URI or pass --config",
+            source.spool.name,
+            spec["tracking_uri"],
+        )
+        return None
+    return MlflowSink(
+        make_client(uri),
+        info=source.info,
+        experiment_id=spec["experiment_id"],
+        parent_run_id=spec["parent_run_id"],
+        spool_id=source.spool_id,
+        artifacts=source.artifacts,
+        state=source.state,
+    )
+
+
+register_sink("mlflow", describe=_describe, build=_build)

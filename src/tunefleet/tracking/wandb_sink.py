@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tunefleet.tracking.events import Checkpoint, End, Evaluation, Event, Point, RunInfo
+from tunefleet.tracking.sinks import RunSetup, SinkSource, register_sink
 
 
 def new_run_id() -> str:
@@ -137,3 +138,33 @@ class WandbSink:
         if self._run is not None:
             self._run.finish(exit_code=1)
             self._run = None
+
+
+def _describe(setup: RunSetup) -> dict[str, Any] | None:
+    wandb = setup.config.tracking.wandb
+    if not wandb.enabled:
+        return None
+    return {
+        "run_id": new_run_id(),
+        "project": wandb.project,
+        "entity": wandb.entity,
+        "mode": wandb.mode,
+        "directory": str(setup.local_dir),
+    }
+
+
+def _build(source: SinkSource) -> WandbSink:
+    spec = source.spec
+    return WandbSink(
+        info=source.info,
+        run_id=spec["run_id"],
+        project=spec["project"],
+        entity=spec["entity"],
+        mode=spec["mode"],
+        directory=Path(spec["directory"]),
+        artifacts=source.artifacts,
+        state=source.state,
+    )
+
+
+register_sink("wandb", describe=_describe, build=_build)

@@ -16,6 +16,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
+from tunefleet.redaction import redact_url
+
 T = TypeVar("T")
 
 #: Backends the store supports: its upserts use their ``ON CONFLICT`` clauses.
@@ -42,11 +44,13 @@ def create_store_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
-        raise ValueError(f"invalid database URL {url!r}: {exc}") from exc
+        raise ValueError(
+            f"invalid database URL {redact_url(url)!r}: {redact_url(str(exc))}"
+        ) from exc
     backend = parsed.get_backend_name()
     if backend not in SUPPORTED_BACKENDS:
         raise ValueError(
-            f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}: "
+            f"unsupported database URL {redact_url(url)!r}: "
             f"backend {backend!r} is not one of {', '.join(SUPPORTED_BACKENDS)}"
         )
     if backend == "sqlite":

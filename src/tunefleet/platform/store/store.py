@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from tunefleet.errors import NotFoundError
 from tunefleet.platform.store.engine import create_store_engine, retry_locked
 from tunefleet.platform.store.models import Base, Best, Promotion, Sweep, Trial, utcnow
+from tunefleet.redaction import redact_url
 
 T = TypeVar("T")
 
@@ -322,7 +323,7 @@ class Store:
             raise
 
     def __repr__(self) -> str:
-        return f"Store(url={self._engine.url.render_as_string(hide_password=True)!r})"
+        return f"Store(url={redact_url(self._engine.url.render_as_string(hide_password=False))!r})"
 
     def dispose(self) -> None:
         """Close the store's pooled connections. The store reconnects if used again."""

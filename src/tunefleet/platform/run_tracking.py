@@ -1,8 +1,11 @@
-"""Wiring a run's telemetry from ``tracking:``: its spool, its sinks, its bus, its monitor.
+"""A run's tracking, bound to the platform: its config, its ``--out`` layout and its store meet
+tracking's sinks here, and nowhere else.
 
-A spool's header describes its sinks (tracker URIs with passwords redacted, experiment and
-parent run, W&B project and run id), so that ``tunefleet sync`` rebuilds the same sinks in
-another process from the header alone, plus the real URIs the caller knows.
+``start_*_tracking`` describe a run's sinks in its spool header (through tracking's sink
+registry: tracker URIs with passwords redacted, experiment and parent run, W&B project and run
+id, the store), then build them back from that header the way ``tunefleet sync`` does in another
+process, so a live run and a replay cannot differ. The sweep's MLflow parent run is created,
+ended and reopened here too.
 """
 
 from __future__ import annotations
@@ -13,47 +16,41 @@ import secrets
 import socket
 import sys
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import tunefleet.platform.store_sink  # noqa: F401 - registers the "store" sink
 from tunefleet.config import SweepConfig, flatten
-from tunefleet.platform.layout import Layout
-from tunefleet.redaction import REDACTED, redact_params, redact_url
+from tunefleet.platform.layout import Layout, mlflow_tracking_uri
+from tunefleet.redaction import redact_params, redact_url
 from tunefleet.tracking.bus import TelemetryBus
 from tunefleet.tracking.callback import TrackingCallback
 from tunefleet.tracking.console_sink import ConsoleSink
 from tunefleet.tracking.events import BestSoFar, RunInfo
 from tunefleet.tracking.mlflow_sink import (
-    MlflowSink,
-    default_tracking_uri,
+    end_parent_run,
     ensure_experiment,
     fail_fast_http,
     make_client,
+    reopen_parent_run,
     start_parent_run,
 )
-from tunefleet.tracking.sinks import Sink
+from tunefleet.tracking.sinks import RunSetup, Sink, build_sinks, describe_sinks
 from tunefleet.tracking.spool import Cursors, SpoolWriter, new_spool_path, sibling
 from tunefleet.tracking.system import SystemMonitor
-from tunefleet.tracking.wandb_sink import WandbSink, new_run_id
+from tunefleet.trainers.checkpoint import EVALUATION
 
 log = logging.getLogger(__name__)
-
-
-def mlflow_uri(config: SweepConfig, layout: Layout) -> str:
-    """The config's URI, else ``MLFLOW_TRACKING_URI`` (as MLflow users expect), else the
-    embedded default: a sqlite file in ``--out``."""
-    configured = config.tracking.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    return configured or default_tracking_uri(layout.out)
 
 
 def start_sweep_tracking(config: SweepConfig, layout: Layout) -> tuple[str, str] | None:
     """(experiment id, parent run id) of a new sweep's MLflow parent run, or None if disabled."""
     if not config.tracking.mlflow.enabled:
         return None
-    client = make_client(mlflow_uri(config, layout))
+    client = make_client(mlflow_tracking_uri(layout, config))
     experiment_id = _experiment(client, config, layout)
     params = redact_params(flatten(config.model_dump(mode="json", exclude={"search": {"space"}})))
     return experiment_id, start_parent_run(
@@ -61,9 +58,34 @@ def start_sweep_tracking(config: SweepConfig, layout: Layout) -> tuple[str, str]
     )
 
 
+def reopen_sweep_tracking(config: SweepConfig, layout: Layout, parent_run_id: str) -> None:
+    """A resumed sweep: its parent run is running again."""
+    reopen_parent_run(make_client(mlflow_tracking_uri(layout, config)), parent_run_id)
+
+
+def end_sweep_tracking(
+    config: SweepConfig, layout: Layout, parent_run_id: str, *, status: str
+) -> None:
+    """The sweep ended with ``status`` (FINISHED, FAILED, KILLED): so does its parent run. A
+    tracker that cannot be reached gets a warning: the sweep's own outcome stands."""
+    uri = mlflow_tracking_uri(layout, config)
+    try:
+        end_parent_run(make_client(uri), parent_run_id, status=status)
+    except Exception as exc:
+        log.warning(
+            "MLflow at %s: the sweep's parent run %s was not ended %s (%s: %s); it shows "
+            "RUNNING until the sweep runs again",
+            redact_url(uri),
+            parent_run_id,
+            status,
+            type(exc).__name__,
+            exc,
+        )
+
+
 def _experiment(client: Any, config: SweepConfig, layout: Layout) -> str:
     # A local store keeps its artifacts beside it; a server decides for itself.
-    uri = mlflow_uri(config, layout)
+    uri = mlflow_tracking_uri(layout, config)
     artifacts = layout.mlflow_artifacts.as_uri() if uri.startswith("sqlite") else None
     return ensure_experiment(client, config.name, artifact_location=artifacts)
 
@@ -106,15 +128,10 @@ class RunTracking:
             )
         return left
 
-    @property
-    def mlflow_run_id(self) -> str | None:
-        sink = self.sinks.get("mlflow")
-        return sink.run_id if isinstance(sink, MlflowSink) else None
-
-    @property
-    def wandb_run_id(self) -> str | None:
-        sink = self.sinks.get("wandb")
-        return sink.run_id if isinstance(sink, WandbSink) else None
+    def run_ids(self) -> dict[str, str]:
+        """Sink name -> the id of this run in that tracker, for the sinks that know one yet
+        (MLflow's is created on the bus thread, so it may come only after the first delivery)."""
+        return {name: sink.run_id for name, sink in self.sinks.items() if sink.run_id}
 
 
 def start_trial_tracking(
@@ -129,10 +146,15 @@ def start_trial_tracking(
     store: Any = None,
 ) -> RunTracking:
     """A sweep trial's telemetry: MLflow child run, W&B run, the store's live summary."""
-    info = _run_info(config, trial=trial, worker=worker, run_name="")
-    header = _header(config, layout, info, experiment_id=experiment_id, parent_run_id=parent_run_id)
-    if db_url is not None and store is not None:
-        header["sinks"]["store"] = {"db_url": redact_url(db_url)}
+    setup = _setup(
+        config,
+        layout,
+        experiment_id=experiment_id,
+        parent_run_id=parent_run_id,
+        store=store,
+        db_url=db_url,
+    )
+    header = _header(setup, _run_info(config, trial=trial, worker=worker, run_name=""))
     spool = new_spool_path(layout.spool_dir(config.name), f"trial-{trial}")
     return _start(config, layout, header, spool, store=store, console=False)
 
@@ -141,11 +163,21 @@ def start_single_tracking(config: SweepConfig, layout: Layout, *, run_name: str)
     """``tunefleet train``: one run in the config's experiment, no parent, a console sink."""
     experiment_id = None
     if config.tracking.mlflow.enabled:
-        experiment_id = _experiment(make_client(mlflow_uri(config, layout)), config, layout)
-    info = _run_info(config, trial=0, worker=0, run_name=run_name)
-    header = _header(config, layout, info, experiment_id=experiment_id, parent_run_id=None)
+        client = make_client(mlflow_tracking_uri(layout, config))
+        experiment_id = _experiment(client, config, layout)
+    setup = _setup(config, layout, experiment_id=experiment_id)
+    header = _header(setup, _run_info(config, trial=0, worker=0, run_name=run_name))
     spool = new_spool_path(layout.spool_dir(config.name), run_name)
     return _start(config, layout, header, spool, store=None, console=True)
+
+
+def _setup(config: SweepConfig, layout: Layout, **resolved: Any) -> RunSetup:
+    return RunSetup(
+        config=config,
+        local_dir=layout.wandb_dir,
+        mlflow_uri=mlflow_tracking_uri(layout, config),
+        **resolved,
+    )
 
 
 def _run_info(config: SweepConfig, *, trial: int, worker: int, run_name: str) -> RunInfo:
@@ -164,30 +196,7 @@ def _run_info(config: SweepConfig, *, trial: int, worker: int, run_name: str) ->
     )
 
 
-def _header(
-    config: SweepConfig,
-    layout: Layout,
-    info: RunInfo,
-    *,
-    experiment_id: str | None,
-    parent_run_id: str | None,
-) -> dict[str, Any]:
-    sinks: dict[str, Any] = {}
-    if config.tracking.mlflow.enabled and experiment_id is not None:
-        sinks["mlflow"] = {
-            "tracking_uri": redact_url(mlflow_uri(config, layout)),
-            "experiment_id": experiment_id,
-            "parent_run_id": parent_run_id,
-        }
-    wandb = config.tracking.wandb
-    if wandb.enabled:
-        sinks["wandb"] = {
-            "run_id": new_run_id(),
-            "project": wandb.project,
-            "entity": wandb.entity,
-            "mode": wandb.mode,
-            "directory": str(layout.wandb_dir),
-        }
+def _header(setup: RunSetup, info: RunInfo) -> dict[str, Any]:
     return {
         "spool_id": secrets.token_hex(8),
         "created": datetime.now(timezone.utc).isoformat(),
@@ -199,7 +208,7 @@ def _header(
             "tags": info.tags,
             "run_name": info.run_name,
         },
-        "sinks": sinks,
+        "sinks": describe_sinks(setup),
     }
 
 
@@ -213,88 +222,17 @@ def _start(
     console: bool,
 ) -> RunTracking:
     fail_fast_http()
-    known = {mlflow_uri(config, layout)}
+    known = {mlflow_tracking_uri(layout, config)}
     writer = SpoolWriter(spool, header)
     cursors = Cursors(sibling(spool, ".cursors.json"))
     sinks = build_sinks(header, spool, cursors, known_uris=known, store=store)
     if console:
         sinks["console"] = ConsoleSink(sys.stdout)
     bus = TelemetryBus(writer, list(sinks.values()), cursors)
-    callback = TrackingCallback(bus)
+    callback = TrackingCallback(bus, report_file=EVALUATION)
     every = config.tracking.system_every_s
     monitor = None
     if every > 0:
         monitor = SystemMonitor(emit=bus.emit, every_s=every, step=lambda: callback.step)
         monitor.start()
     return RunTracking(bus, callback, monitor, spool, config.tracking.sink_wait_s, sinks)
-
-
-def real_value(redacted: str, known: Collection[str | None]) -> str | None:
-    """The known value whose redacted form is ``redacted``; a value with nothing redacted is
-    itself; None when its secret is not known here."""
-    if REDACTED not in redacted:
-        return redacted
-    return next((k for k in known if k is not None and redact_url(k) == redacted), None)
-
-
-def build_sinks(
-    header: Mapping[str, Any],
-    spool: Path,
-    cursors: Cursors,
-    *,
-    known_uris: Collection[str | None],
-    store: Any,
-) -> dict[str, Sink]:
-    """The sinks a spool's header names, each continuing from its saved state. A sink whose
-    tracker URI holds a secret this process does not know is left out (with a warning)."""
-    run = header["run"]
-    info = RunInfo(
-        sweep=run["sweep"],
-        trial=run["trial"],
-        method=run["method"],
-        params=run["params"],
-        tags=run["tags"],
-        run_name=run["run_name"],
-    )
-    artifacts = sibling(spool, ".artifacts")
-    specs = header["sinks"]
-    sinks: dict[str, Sink] = {}
-    if "mlflow" in specs:
-        spec = specs["mlflow"]
-        uri = real_value(spec["tracking_uri"], known_uris)
-        if uri is None:
-            log.warning(
-                "%s: the MLflow URI %s holds a password this process does not have; set "
-                "MLFLOW_TRACKING_URI or pass --config",
-                spool.name,
-                spec["tracking_uri"],
-            )
-        else:
-            sinks["mlflow"] = MlflowSink(
-                make_client(uri),
-                info=info,
-                experiment_id=spec["experiment_id"],
-                parent_run_id=spec["parent_run_id"],
-                spool_id=header["spool_id"],
-                artifacts=artifacts,
-                state=cursors.state("mlflow"),
-            )
-    if "wandb" in specs:
-        spec = specs["wandb"]
-        sinks["wandb"] = WandbSink(
-            info=info,
-            run_id=spec["run_id"],
-            project=spec["project"],
-            entity=spec["entity"],
-            mode=spec["mode"],
-            directory=Path(spec["directory"]),
-            artifacts=artifacts,
-            state=cursors.state("wandb"),
-        )
-    if "store" in specs and store is not None:
-        from tunefleet.platform.store_sink import StoreSink
-
-        sinks["store"] = StoreSink(
-            store, sweep=info.sweep, trial=info.trial, state=cursors.state("store")
-        )
-    return sinks
