@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,10 @@ from tunefleet.config import SweepConfig, flatten
 from tunefleet.errors import ConfigError, TunefleetError
 from tunefleet.platform.checks import check_sweep
 from tunefleet.platform.layout import Layout
+from tunefleet.platform.quiet import quiet_libraries
 from tunefleet.platform.store import Store
 from tunefleet.platform.telemetry import mlflow_uri, start_sweep_tracking
+from tunefleet.search.liveness import fail_stale_trials, fail_trial
 from tunefleet.search.study import grid_size, make_storage, open_study
 from tunefleet.secrets import (
     SECRETS_ENV,
@@ -136,8 +137,7 @@ def recover(store: Store, config: SweepConfig, db_url: str) -> None:
     Heartbeats catch dead workers on other hosts after the grace period (optuna#3215); a dead
     process on this host is known at once, so a resumed sweep does not wait for the grace period.
     """
-    storage = make_storage(db_url)
-    study = optuna.load_study(study_name=config.name, storage=storage)
+    study = optuna.load_study(study_name=config.name, storage=make_storage(db_url))
     host = socket.gethostname()
     for record in store.trials(config.name):
         if (
@@ -147,13 +147,9 @@ def recover(store: Store, config: SweepConfig, db_url: str) -> None:
             or _alive(record.pid)
         ):
             continue
-        trial = next(
-            (t for t in study.get_trials(deepcopy=False) if t.number == record.number), None
-        )
-        if trial is not None and trial.state == TrialState.RUNNING:
-            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        fail_trial(study, record.number)
         store.upsert_trial(config.name, record.number, state="FAIL")
-    optuna.storages.fail_stale_trials(study)
+    fail_stale_trials(study)
     counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
     store.set_claimed(config.name, claimed=len(study.get_trials(deepcopy=False, states=counted)))
 
@@ -296,8 +292,7 @@ def print_summary(config: SweepConfig, info: dict[str, Any], *, wall_s: float) -
 
 
 def run_sweep(config: SweepConfig, *, layout: Layout, db_url: str, workers: int) -> int:
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet_libraries()
     install_log_redaction(secret_values(config) | url_passwords(db_url))
     started = time.time()
     store = prepare_sweep(config, layout, db_url)
