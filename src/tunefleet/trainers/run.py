@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from transformers import (
     DataCollatorWithPadding,
     PreTrainedTokenizerBase,
@@ -200,11 +202,6 @@ def _setup_trainer(
     steps_per_epoch = math.ceil(
         len(data.train) / (train.batch_size * train.gradient_accumulation_steps)
     )
-    optimizer = build_optimizer(
-        model.method.param_groups(model.module, train)
-        or default_param_groups(model.module, train.weight_decay),
-        train,
-    )
     gradients = GradientGroups(model.module, model.method)
     trainer = TunefleetTrainer(
         model=model.module,
@@ -215,10 +212,7 @@ def _setup_trainer(
             maximize=maximize,
             steps_per_epoch=steps_per_epoch,
         ),
-        optimizers=(
-            optimizer,
-            build_scheduler(optimizer, train, steps_per_epoch=steps_per_epoch, maximize=maximize),
-        ),
+        optimizers=_setup_optimizer(config, model, steps_per_epoch=steps_per_epoch),
         data_collator=DataCollatorWithPadding(model.tokenizer),
         train_dataset=data.train,
         eval_dataset=data.eval,
@@ -236,6 +230,23 @@ def _setup_trainer(
     # The worker prints its own progress; Trainer's printer would interleave raw dicts with it.
     trainer.remove_callback(PrinterCallback)
     return trainer
+
+
+def _setup_optimizer(
+    config: SweepConfig, model: _Model, *, steps_per_epoch: int
+) -> tuple[Optimizer, LRScheduler | ReduceLROnPlateau]:
+    """AdamW over the method's parameter groups (or the default decay / no-decay split), and
+    the learning-rate schedule."""
+    train = config.train
+    optimizer = build_optimizer(
+        model.method.param_groups(model.module, train)
+        or default_param_groups(model.module, train.weight_decay),
+        train,
+    )
+    maximize = config.search.direction == "maximize"
+    return optimizer, build_scheduler(
+        optimizer, train, steps_per_epoch=steps_per_epoch, maximize=maximize
+    )
 
 
 def _outcome(
