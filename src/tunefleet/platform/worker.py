@@ -1,9 +1,10 @@
 """The worker loop: claim a slot of the budget, then ask -> train -> finish one trial, until the
 budget or the deadline is spent. One worker per GPU (or per share of CPU threads).
 
-The three steps of a trial are separate functions so that each has one place to change: ``ask``
-(which trial, with which params), ``train`` (the training path, and where its checkpoint goes)
-and ``finish`` (tell Optuna, record the store, close the telemetry).
+Each step of a trial has one place to change: ask (``start_trial`` asks Optuna and records who
+runs the trial; ``prepare`` draws its params, applies them and starts its telemetry), ``train``
+(the training path, and where its checkpoint goes) and ``finish`` (tell Optuna, record the store,
+close the telemetry).
 """
 
 from __future__ import annotations
@@ -147,8 +148,8 @@ def start_trial(study: optuna.Study, store: Store, options: WorkerOptions) -> op
 
 
 def run_one(sweep: _Sweep, trial: optuna.Trial) -> bool:
-    """One started trial: ask -> train -> finish; False if it failed (its slot goes back)."""
-    asked = ask(sweep, trial)
+    """One started trial: prepare -> train -> finish; False if it failed (its slot goes back)."""
+    asked = prepare(sweep, trial)
     if isinstance(asked, str):
         return _fail(sweep, trial, asked, {})
     try:
@@ -165,7 +166,7 @@ def run_one(sweep: _Sweep, trial: optuna.Trial) -> bool:
     return finish(sweep, asked, outcome)
 
 
-def ask(sweep: _Sweep, trial: optuna.Trial) -> _Trial | str:
+def prepare(sweep: _Sweep, trial: optuna.Trial) -> _Trial | str:
     """Draw the trial's params, apply them to the config and start its telemetry; or why the
     params do not form a valid config."""
     try:
