@@ -10,7 +10,15 @@ import pytest
 
 from tunefleet.config import SweepConfig, apply_params, parse_config
 from tunefleet.search.space import grid, suggest_params
-from tunefleet.search.study import grid_size, make_pruner, make_sampler, make_storage, open_study
+from tunefleet.search.study import (
+    PRUNERS,
+    SAMPLERS,
+    grid_size,
+    make_pruner,
+    make_sampler,
+    make_storage,
+    open_study,
+)
 
 
 def config_with(space: dict[str, Any], data: Path, **search: Any) -> SweepConfig:
@@ -44,7 +52,7 @@ def test_each_dimension_maps_to_its_distribution(sentiment_csv: Path) -> None:
     study = optuna.create_study(sampler=make_sampler(config))
     trial = study.ask()
     params = suggest_params(trial, config)
-    frozen = study._storage.get_trial(trial._trial_id)
+    (frozen,) = study.get_trials(deepcopy=False)  # the running trial, as the storage has it
     dists = frozen.distributions
     assert dists["train.learning_rate"] == optuna.distributions.FloatDistribution(
         1e-5, 1e-3, log=True
@@ -126,10 +134,39 @@ def test_grid_enumerates_every_point(sentiment_csv: Path) -> None:
     assert len(points) == 18
 
 
-@pytest.mark.parametrize("name", ["tpe", "random", "cmaes", "grid"])
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
 def test_every_sampler_builds_and_samples(sentiment_csv: Path, name: str) -> None:
     config = config_with({"train.batch_size": {"choices": [8, 16]}}, sentiment_csv, sampler=name)
     assert all("train.batch_size" in p for p in sample(config, 3))
+
+
+@pytest.mark.parametrize("name", sorted(PRUNERS))
+def test_every_pruner_builds_and_answers(sentiment_csv: Path, name: str) -> None:
+    config = config_with({}, sentiment_csv, pruner=name)
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(config))
+    trial = study.ask()
+    trial.report(0.5, 1)
+    assert trial.should_prune() in (True, False)
+
+
+def test_config_names_exactly_the_registered_samplers_and_pruners() -> None:
+    """A sampler or pruner is added in two places, its factory and the config's literal (the
+    config cannot import search); this keeps them the same names."""
+    from typing import get_args
+
+    from tunefleet.config import Pruner, Sampler
+
+    assert set(get_args(Sampler)) == set(SAMPLERS)
+    assert set(get_args(Pruner)) == set(PRUNERS)
+
+
+def test_an_unknown_sampler_is_named_with_the_known_ones(sentiment_csv: Path) -> None:
+    config = config_with({}, sentiment_csv).model_copy(deep=True)
+    search = config.search.model_copy(update={"sampler": "bohb"})
+    with pytest.raises(
+        ValueError, match=r"unknown sampler 'bohb'; known: cmaes, grid, random, tpe"
+    ):
+        make_sampler(config.model_copy(update={"search": search}))
 
 
 def test_workers_get_distinct_seeds(sentiment_csv: Path) -> None:

@@ -23,12 +23,12 @@ from transformers import (
 
 from support.trials import tiny_config, trial_request
 from tunefleet.config import TrainConfig
-from tunefleet.trainers.evaluation import DomainTrainer
 from tunefleet.trainers.gradients import GradientGroups, GradientNormLogger, assign_groups
 from tunefleet.trainers.methods import get_method, method_names
 from tunefleet.trainers.methods.unfreeze import apply_schedule
 from tunefleet.trainers.model import load_classifier, load_tokenizer
 from tunefleet.trainers.run import run_trial
+from tunefleet.trainers.trainer import TunefleetTrainer
 
 TEXTS = ["the food was wonderful", "a dull film, never again", "works as described", "fine"]
 BERT_BODY = {"embeddings", "block_00", "block_01", "head"}
@@ -263,7 +263,7 @@ def test_clipping_and_logged_norm_are_trainers_own(tiny_model: Path, tmp_path: P
             for i, text in enumerate(TEXTS * 6)
         ]
         groups = GradientGroups(model) if grouped else None
-        trainer = DomainTrainer(
+        trainer = TunefleetTrainer(
             model=model,
             args=TrainingArguments(
                 output_dir=str(tmp_path / str(grouped)),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import torch
@@ -16,6 +16,9 @@ from tunefleet.errors import IntegrityError
 from tunefleet.trainers.callbacks import BestCheckpointCallback
 from tunefleet.trainers.checkpoint import MANIFEST, Manifest, hash_folder, verify
 from tunefleet.trainers.run import TrialPruned, TrialRequest, run_trial
+
+if TYPE_CHECKING:
+    from transformers import TrainerControl
 
 
 def tiny_config(model: Path, data: Path, **train: Any) -> SweepConfig:
@@ -78,9 +81,31 @@ def test_pruning_stops_training_and_says_so(
     assert "test_accuracy" not in outcome.metrics
 
 
-def test_best_checkpoint_callback_writes_only_on_improvement() -> None:
+def evaluate_epochs(
+    callback: BestCheckpointCallback,
+    values: list[float],
+    *,
+    steps_per_epoch: int = 0,
+    epochs: int = 0,
+) -> TrainerControl:
+    """Hand ``callback`` one evaluation per value, at the end of epochs 1, 2, ... of a run of
+    ``epochs`` epochs; returns Trainer's control after the last."""
     from transformers import TrainerControl, TrainerState, TrainingArguments
 
+    state, control = TrainerState(max_steps=steps_per_epoch * epochs), TrainerControl()
+    for epoch, value in enumerate(values, start=1):
+        state.epoch, state.global_step = float(epoch), steps_per_epoch * epoch
+        callback.on_evaluate(
+            TrainingArguments("unused", report_to=[]),
+            state,
+            control,
+            metrics={"eval_m": value},
+            model=None,
+        )
+    return control
+
+
+def test_best_checkpoint_callback_writes_only_on_improvement() -> None:
     writes: list[float] = []
 
     def write(model: Any, value: float, epoch: float) -> dict[str, str]:
@@ -96,17 +121,40 @@ def test_best_checkpoint_callback_writes_only_on_improvement() -> None:
         callback = BestCheckpointCallback(
             metric="eval_m", maximize=maximize, write=write, report=None
         )
-        state, control = TrainerState(), TrainerControl()
-        for epoch, value in enumerate(values, start=1):
-            state.epoch = float(epoch)
-            callback.on_evaluate(
-                TrainingArguments("unused", report_to=[]),
-                state,
-                control,
-                metrics={"eval_m": value},
-                model=None,
-            )
+        evaluate_epochs(callback, values)
         assert writes == expected_writes and callback.best.value == best
+
+
+def test_the_final_evaluation_is_never_pruned() -> None:
+    """Pruning at a trial's last evaluation saves nothing and throws its result away: the last
+    step of training, or early stopping ending training at this evaluation, makes it final."""
+    # Three epochs of 4 steps; the reporter asks to prune at the last epoch given.
+    for values, patience, pruned in (
+        ([0.5], None, True),  # epoch 1 of 3: pruned
+        ([0.5, 0.6, 0.7], None, False),  # epoch 3 of 3: the final evaluation
+        ([0.8, 0.5], 1, False),  # early stopping ends training at epoch 2
+        ([0.8, 0.5], 2, True),  # patience left: training would go on, so it is pruned
+    ):
+        asked: list[int] = []
+
+        def report(
+            epoch: int, value: float, asked: list[int] = asked, last: int = len(values)
+        ) -> bool:
+            asked.append(epoch)
+            return epoch == last
+
+        callback = BestCheckpointCallback(
+            metric="eval_m",
+            maximize=True,
+            write=lambda *a: {"f": "h"},
+            report=report,
+            patience=patience,
+        )
+        control = evaluate_epochs(callback, values, steps_per_epoch=4, epochs=3)
+        assert asked == list(range(1, len(values) + 1))  # every evaluation is reported
+        assert callback.pruned is pruned, values
+        assert control.should_training_stop is (pruned or patience == 1)
+        assert callback.best.hashes == {"f": "h"}  # the best checkpoint's hashes are kept
 
 
 def test_missing_metric_is_named(tmp_path: Path) -> None:

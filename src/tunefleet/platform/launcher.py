@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -24,6 +23,7 @@ from tunefleet.config import SweepConfig, flatten
 from tunefleet.errors import ConfigError, TunefleetError
 from tunefleet.platform.checks import check_sweep
 from tunefleet.platform.layout import Layout, mlflow_tracking_uri
+from tunefleet.platform.quiet import quiet_libraries
 from tunefleet.platform.run_tracking import (
     end_sweep_tracking,
     reopen_sweep_tracking,
@@ -38,6 +38,7 @@ from tunefleet.redaction import (
     secret_values,
     url_passwords,
 )
+from tunefleet.search.liveness import fail_stale_trials, fail_trial
 from tunefleet.search.study import grid_size, make_storage, open_study
 from tunefleet.tracking.mlflow_sink import fail_fast_http
 
@@ -150,8 +151,7 @@ def recover(store: Store, config: SweepConfig, db_url: str) -> None:
     Heartbeats catch dead workers on other hosts after the grace period (optuna#3215); a dead
     process on this host is known at once, so a resumed sweep does not wait for the grace period.
     """
-    storage = make_storage(db_url)
-    study = optuna.load_study(study_name=config.name, storage=storage)
+    study = optuna.load_study(study_name=config.name, storage=make_storage(db_url))
     host = socket.gethostname()
     for record in store.trials(config.name):
         if (
@@ -161,13 +161,9 @@ def recover(store: Store, config: SweepConfig, db_url: str) -> None:
             or _alive(record.pid)
         ):
             continue
-        trial = next(
-            (t for t in study.get_trials(deepcopy=False) if t.number == record.number), None
-        )
-        if trial is not None and trial.state == TrialState.RUNNING:
-            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        fail_trial(study, record.number)
         store.upsert_trial(config.name, record.number, state="FAIL")
-    optuna.storages.fail_stale_trials(study)
+    fail_stale_trials(study)
     counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
     store.set_claimed(config.name, claimed=len(study.get_trials(deepcopy=False, states=counted)))
 
@@ -310,8 +306,7 @@ def print_summary(config: SweepConfig, info: dict[str, Any], *, wall_s: float) -
 
 
 def run_sweep(config: SweepConfig, *, layout: Layout, db_url: str, workers: int) -> int:
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet_libraries()
     install_log_redaction(secret_values(config) | url_passwords(db_url))
     started = time.time()
     store = prepare_sweep(config, layout, db_url)

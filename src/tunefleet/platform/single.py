@@ -14,7 +14,7 @@ from tunefleet.redaction import install_log_redaction, secret_values
 
 
 def train(config: SweepConfig, layout: Layout) -> int:
-    from tunefleet.platform.worker import quiet_libraries
+    from tunefleet.platform.quiet import quiet_libraries
     from tunefleet.trainers.run import TrialRequest, run_trial
 
     check_sweep(config)

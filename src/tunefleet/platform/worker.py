@@ -1,5 +1,11 @@
-"""The worker loop: claim a slot of the budget, ask, train, tell, record; until the budget or
-the deadline is spent. One worker per GPU (or per share of CPU threads)."""
+"""The worker loop: claim a slot of the budget, then ask -> train -> finish one trial, until the
+budget or the deadline is spent. One worker per GPU (or per share of CPU threads).
+
+Each step of a trial has one place to change: ask (``start_trial`` asks Optuna and records who
+runs the trial; ``prepare`` draws its params, applies them and starts its telemetry), ``train``
+(the training path, and where its checkpoint goes) and ``finish`` (tell Optuna, record the store,
+close the telemetry).
+"""
 
 from __future__ import annotations
 
@@ -7,28 +13,29 @@ import logging
 import os
 import shutil
 import socket
-import threading
 import time
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
-from optuna.storages import BaseStorage
-from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import TrialState
 from pydantic import ValidationError
 
 from tunefleet.config import SweepConfig, apply_params, with_secrets
 from tunefleet.errors import TunefleetError
 from tunefleet.platform.layout import Layout, mlflow_tracking_uri
+from tunefleet.platform.quiet import quiet_libraries
 from tunefleet.platform.run_tracking import RunTracking, start_trial_tracking
 from tunefleet.platform.store import Store
 from tunefleet.platform.sync import replay_in_background
 from tunefleet.redaction import install_log_redaction, redact_text, secret_values, url_passwords
+from tunefleet.search.liveness import heartbeat
 from tunefleet.search.space import suggest_params
-from tunefleet.search.study import HEARTBEAT_SECONDS, make_storage, open_study
+from tunefleet.search.study import make_storage, open_study, pruning_report
+
+if TYPE_CHECKING:
+    from tunefleet.trainers.run import TrialOutcome
 
 log = logging.getLogger(__name__)
 
@@ -51,44 +58,35 @@ class WorkerOptions:
     """Dotted path -> real value of the secrets the stored config holds redacted."""
 
 
-def quiet_libraries() -> None:
-    """Keep a worker's output to its own progress: library notices about APIs we chose
-    deliberately (heartbeats with ask/tell, experimental sampler options) are noise to a user."""
-    import transformers
+@dataclass(frozen=True)
+class _Sweep:
+    """What every trial of this worker shares."""
 
-    transformers.utils.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
-    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    warnings.filterwarnings("ignore", message=".*Heartbeat of storage.*")
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
-    warnings.filterwarnings("ignore", message=".*pin_memory.*")
+    options: WorkerOptions
+    config: SweepConfig
+    study: optuna.Study
+    store: Store
+    experiment_id: str | None
+    parent_run_id: str | None
+
+    @property
+    def name(self) -> str:
+        return self.options.name
 
 
-class Heartbeat:
-    """Beats for a trial while it runs: ask/tell gets none from Optuna (only ``optimize`` beats),
-    and a trial without beats is never recognised as stale when its worker dies."""
+@dataclass(frozen=True)
+class _Trial:
+    """An asked trial with its params drawn and its telemetry started."""
 
-    def __init__(self, storage: BaseStorage, trial_id: int) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(storage, trial_id), daemon=True, name="tunefleet-heartbeat"
-        )
-        self._thread.start()
+    trial: optuna.Trial
+    params: dict[str, Any]
+    config: SweepConfig
+    """The sweep's config with this trial's params applied."""
+    tracking: RunTracking
 
-    def _run(self, storage: BaseStorage, trial_id: int) -> None:
-        assert isinstance(storage, BaseHeartbeat)
-        while True:
-            try:
-                storage.record_heartbeat(trial_id)
-            except Exception:
-                log.warning("heartbeat failed", exc_info=True)
-            if self._stop.wait(HEARTBEAT_SECONDS):
-                return
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
+    @property
+    def number(self) -> int:
+        return self.trial.number
 
 
 def run_worker(options: WorkerOptions) -> int:
@@ -98,43 +96,44 @@ def run_worker(options: WorkerOptions) -> int:
     if options.threads:
         torch.set_num_threads(options.threads)
     quiet_libraries()
-    store = Store(options.db_url)
-    sweep = store.get_sweep(options.name)
-    config = with_secrets(SweepConfig.model_validate(sweep.config), options.secrets)
-    install_log_redaction(secret_values(config) | url_passwords(options.db_url))
-    study = open_study(config, storage=make_storage(options.db_url), worker=options.index)
+    sweep = _open_sweep(options)
     replay = replay_in_background(
         options.layout,
         name=options.name,
-        known_uris={mlflow_tracking_uri(options.layout, config)},
-        store=store,
+        known_uris={mlflow_tracking_uri(options.layout, sweep.config)},
+        store=sweep.store,
     )
     ran = failures = 0
     while failures < MAX_CONSECUTIVE_FAILURES:
         if options.deadline is not None and time.time() >= options.deadline:
             break
-        if not store.claim_slot(options.name):
+        if not sweep.store.claim_slot(options.name):
             break
-        trial = start_trial(study, store, options)
-        beat = Heartbeat(study._storage, trial._trial_id)
-        try:
-            ok = run_one(
-                study,
-                trial,
-                config,
-                store,
-                options,
-                experiment_id=sweep.mlflow_experiment_id,
-                parent_run_id=sweep.mlflow_parent_run_id,
-            )
-        finally:
-            beat.stop()
+        trial = start_trial(sweep.study, sweep.store, options)
+        with heartbeat(sweep.study, trial):
+            ok = run_one(sweep, trial)
         ran += 1
         failures = 0 if ok else failures + 1
     # A worker that found no slot left still finishes its replay, within the trackers' wait.
-    replay.join(config.tracking.sink_wait_s)
-    store.dispose()
+    replay.join(sweep.config.tracking.sink_wait_s)
+    sweep.store.dispose()
     return ran
+
+
+def _open_sweep(options: WorkerOptions) -> _Sweep:
+    store = Store(options.db_url)
+    record = store.get_sweep(options.name)
+    config = with_secrets(SweepConfig.model_validate(record.config), options.secrets)
+    install_log_redaction(secret_values(config) | url_passwords(options.db_url))
+    study = open_study(config, storage=make_storage(options.db_url), worker=options.index)
+    return _Sweep(
+        options,
+        config,
+        study,
+        store,
+        experiment_id=record.mlflow_experiment_id,
+        parent_run_id=record.mlflow_parent_run_id,
+    )
 
 
 def start_trial(study: optuna.Study, store: Store, options: WorkerOptions) -> optuna.Trial:
@@ -148,133 +147,122 @@ def start_trial(study: optuna.Study, store: Store, options: WorkerOptions) -> op
     return trial
 
 
-def run_one(
-    study: optuna.Study,
-    trial: optuna.Trial,
-    config: SweepConfig,
-    store: Store,
-    options: WorkerOptions,
-    *,
-    experiment_id: str | None,
-    parent_run_id: str | None,
-) -> bool:
-    """One asked trial from suggest to tell; False if it failed (its slot goes back)."""
-    from tunefleet.trainers.run import TrialPruned, TrialRequest, run_trial
-
-    name, number, layout = options.name, trial.number, options.layout
+def run_one(sweep: _Sweep, trial: optuna.Trial) -> bool:
+    """One started trial: prepare -> train -> finish; False if it failed (its slot goes back)."""
+    asked = prepare(sweep, trial)
+    if isinstance(asked, str):
+        return _fail(sweep, trial, asked, {})
     try:
-        params = suggest_params(trial, config)
-        trial_config = apply_params(config, params)
-    except (ValidationError, ValueError) as exc:
-        return _fail(study, store, trial, options, f"params do not form a valid config: {exc}", {})
-    tracking = start_trial_tracking(
-        trial_config,
-        layout,
-        trial=number,
-        experiment_id=experiment_id,
-        parent_run_id=parent_run_id,
-        worker=options.index,
-        db_url=options.db_url,
-        store=store,
-    )
-    _record_start(store, trial, options, params, tracking)
-
-    def report(epoch: int, value: float) -> bool:
-        trial.report(value, epoch)
-        return trial.should_prune()
-
-    request = TrialRequest(
-        sweep=name,
-        number=number,
-        params=params,
-        checkpoint_dir=layout.checkpoint(name, number),
-        work_dir=layout.work_dir(name, number),
-        cache_dir=layout.token_cache,
-        report=report,
-        callbacks=[tracking.callback],
-    )
-    try:
-        outcome = run_trial(trial_config, request)
-        state = TrialState.COMPLETE
-    except TrialPruned as pruned:
-        outcome, state = pruned.outcome, TrialState.PRUNED
-    except (Exception, KeyboardInterrupt) as exc:
-        interrupted = isinstance(exc, KeyboardInterrupt)
-        _end_tracking(store, trial, options, tracking, "FAILED", interrupted=interrupted)
-        if interrupted:
-            study.tell(trial, state=TrialState.FAIL)
-            raise
+        outcome = train(sweep, asked)
+    except KeyboardInterrupt:
+        _end_tracking(sweep, asked, "FAILED", interrupted=True)
+        sweep.study.tell(trial, state=TrialState.FAIL)
+        raise
+    except Exception as exc:
+        _end_tracking(sweep, asked, "FAILED")
         if not isinstance(exc, TunefleetError):  # a user's mistake needs its message, not a trace
-            log.exception("trial %d failed", number)
-        return _fail(study, store, trial, options, f"{type(exc).__name__}: {exc}", params)
-    finally:
-        shutil.rmtree(request.work_dir, ignore_errors=True)
-    if state == TrialState.COMPLETE and outcome.value is None:
-        _end_tracking(store, trial, options, tracking, "FAILED")
-        return _fail(study, store, trial, options, "no evaluation produced the metric", params)
-    if state == TrialState.PRUNED:
-        # A pruned trial is never promoted; its checkpoint is only disk (ray#9865).
-        shutil.rmtree(request.checkpoint_dir, ignore_errors=True)
-        study.tell(trial, state=TrialState.PRUNED)
-    else:
-        study.tell(trial, outcome.value)
-    store.upsert_trial(
-        name,
-        number,
-        state=state.name,
-        value=outcome.value,
-        metrics=outcome.metrics,
-        history=outcome.history,
-        seconds=outcome.seconds,
-        checkpoint=str(outcome.checkpoint)
-        if state == TrialState.COMPLETE and outcome.checkpoint
-        else None,
-        checkpoint_sha256=outcome.checkpoint_sha256 if state == TrialState.COMPLETE else None,
-    )
-    if state == TrialState.COMPLETE and _update_best(study, store, options.name) == number:
-        complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-        tracking.report_best(
-            trial=number, value=float(outcome.value or 0.0), params=params, complete=complete
-        )
-    _end_tracking(
-        store, trial, options, tracking, "FINISHED" if state == TrialState.COMPLETE else "KILLED"
-    )
-    return True
+            log.exception("trial %d failed", trial.number)
+        return _fail(sweep, trial, f"{type(exc).__name__}: {exc}", asked.params)
+    return finish(sweep, asked, outcome)
 
 
-def _record_start(
-    store: Store,
-    trial: optuna.Trial,
-    options: WorkerOptions,
-    params: dict[str, Any],
-    tracking: RunTracking,
-) -> None:
+def prepare(sweep: _Sweep, trial: optuna.Trial) -> _Trial | str:
+    """Draw the trial's params, apply them to the config and start its telemetry; or why the
+    params do not form a valid config."""
+    try:
+        params = suggest_params(trial, sweep.config)
+        config = apply_params(sweep.config, params)
+    except (ValidationError, ValueError) as exc:
+        return f"params do not form a valid config: {exc}"
+    tracking = start_trial_tracking(
+        config,
+        sweep.options.layout,
+        trial=trial.number,
+        experiment_id=sweep.experiment_id,
+        parent_run_id=sweep.parent_run_id,
+        worker=sweep.options.index,
+        db_url=sweep.options.db_url,
+        store=sweep.store,
+    )
     # Host and pid are recorded by start_trial already.
     wandb_run_id = tracking.run_ids().get("wandb")
     if wandb_run_id is not None:
         trial.set_user_attr("wandb_run_id", wandb_run_id)
-    store.upsert_trial(
-        options.name,
+    sweep.store.upsert_trial(
+        sweep.name,
         trial.number,
         state="RUNNING",
         params=params,
         wandb_run_id=wandb_run_id,
     )
+    return _Trial(trial, params, config, tracking)
 
 
-def _fail(
-    study: optuna.Study,
-    store: Store,
-    trial: optuna.Trial,
-    options: WorkerOptions,
-    why: str,
-    params: dict[str, Any],
-) -> bool:
+def train(sweep: _Sweep, asked: _Trial) -> TrialOutcome:
+    """Train the trial, each evaluation reported to the pruner; a pruned trial comes back with
+    ``pruned`` set and its checkpoint removed (a pruned trial is never promoted: ray#9865)."""
+    from tunefleet.trainers.run import TrialPruned, TrialRequest, run_trial
+
+    layout = sweep.options.layout
+    request = TrialRequest(
+        sweep=sweep.name,
+        number=asked.number,
+        params=asked.params,
+        checkpoint_dir=layout.checkpoint(sweep.name, asked.number),
+        work_dir=layout.work_dir(sweep.name, asked.number),
+        cache_dir=layout.token_cache,
+        report=pruning_report(asked.trial),
+        callbacks=[asked.tracking.callback],
+    )
+    try:
+        return run_trial(asked.config, request)
+    except TrialPruned as pruned:
+        shutil.rmtree(request.checkpoint_dir, ignore_errors=True)
+        return pruned.outcome
+    finally:
+        shutil.rmtree(request.work_dir, ignore_errors=True)
+
+
+def finish(sweep: _Sweep, asked: _Trial, outcome: TrialOutcome) -> bool:
+    """Tell Optuna, record the trial and close its telemetry: pruned, complete, or failed when
+    no evaluation produced the metric."""
+    if not outcome.pruned and outcome.value is None:
+        _end_tracking(sweep, asked, "FAILED")
+        return _fail(sweep, asked.trial, "no evaluation produced the metric", asked.params)
+    if outcome.pruned:
+        sweep.study.tell(asked.trial, state=TrialState.PRUNED)
+    else:
+        sweep.study.tell(asked.trial, outcome.value)
+    complete = not outcome.pruned
+    sweep.store.upsert_trial(
+        sweep.name,
+        asked.number,
+        state="COMPLETE" if complete else "PRUNED",
+        value=outcome.value,
+        metrics=outcome.metrics,
+        history=outcome.history,
+        seconds=outcome.seconds,
+        checkpoint=str(outcome.checkpoint) if complete and outcome.checkpoint else None,
+        checkpoint_sha256=outcome.checkpoint_sha256 if complete else None,
+    )
+    if complete and _update_best(sweep) == asked.number:
+        count = len(sweep.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        asked.tracking.report_best(
+            trial=asked.number,
+            value=float(outcome.value or 0.0),
+            params=asked.params,
+            complete=count,
+        )
+    _end_tracking(sweep, asked, "FINISHED" if complete else "KILLED")
+    return True
+
+
+def _fail(sweep: _Sweep, trial: optuna.Trial, why: str, params: dict[str, Any]) -> bool:
     why = redact_text(why)  # an exception's text may quote a URL or a token
     trial.set_user_attr("fail_reason", why[:2000])
-    study.tell(trial, state=TrialState.FAIL)
-    store.upsert_trial(
-        options.name,
+    sweep.study.tell(trial, state=TrialState.FAIL)
+    sweep.store.upsert_trial(
+        sweep.name,
         trial.number,
         state="FAIL",
         params=params,
@@ -282,17 +270,17 @@ def _fail(
         host=socket.gethostname(),
         pid=os.getpid(),
     )
-    store.release_slot(options.name)
+    sweep.store.release_slot(sweep.name)
     print(f"trial {trial.number} failed: {why}", flush=True)
     return False
 
 
-def _update_best(study: optuna.Study, store: Store, name: str) -> int:
+def _update_best(sweep: _Sweep) -> int:
     """Records the sweep's best trial; returns its number."""
-    best = study.best_trial
-    record = store.trial(name, best.number)
-    store.set_best(
-        name,
+    best = sweep.study.best_trial
+    record = sweep.store.trial(sweep.name, best.number)
+    sweep.store.set_best(
+        sweep.name,
         number=best.number,
         value=float(best.value or 0.0),
         params=best.params,
@@ -301,23 +289,15 @@ def _update_best(study: optuna.Study, store: Store, name: str) -> int:
     return best.number
 
 
-def _end_tracking(
-    store: Store,
-    trial: optuna.Trial,
-    options: WorkerOptions,
-    tracking: RunTracking,
-    status: str,
-    *,
-    interrupted: bool = False,
-) -> None:
+def _end_tracking(sweep: _Sweep, asked: _Trial, status: str, *, interrupted: bool = False) -> None:
     """Close the trial's telemetry (a bounded wait; a short one for a user's Ctrl-C, since the
     spool keeps the rest) and record the MLflow run id, which the bus thread created: it exists
     by now unless MLflow was down (then `tunefleet sync` records it)."""
-    tracking.close(status, timeout_s=INTERRUPTED_WAIT_S if interrupted else None)
+    asked.tracking.close(status, timeout_s=INTERRUPTED_WAIT_S if interrupted else None)
     # Not an Optuna user attr: the trial is told by now, and Optuna refuses changes after that.
-    mlflow_run_id = tracking.run_ids().get("mlflow")
+    mlflow_run_id = asked.tracking.run_ids().get("mlflow")
     if mlflow_run_id:
-        store.upsert_trial(options.name, trial.number, mlflow_run_id=mlflow_run_id)
+        sweep.store.upsert_trial(sweep.name, asked.number, mlflow_run_id=mlflow_run_id)
 
 
 def worker_main(options: WorkerOptions) -> int:

@@ -1,21 +1,31 @@
-"""Studies, samplers and pruners, built from ``search:``."""
+"""Studies, samplers and pruners, built from ``search:``.
+
+Samplers and pruners are registries: adding one is an entry in ``SAMPLERS`` or ``PRUNERS`` and
+its name in the config's ``Sampler`` or ``Pruner`` literal (a test keeps the two equal).
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TypeVar
 
 import optuna
+from optuna.exceptions import ExperimentalWarning
 from optuna.pruners import BasePruner
 from optuna.samplers import BaseSampler
 from optuna.storages import RDBStorage
 
 from tunefleet.config import SweepConfig
+from tunefleet.search.liveness import GRACE_SECONDS, HEARTBEAT_SECONDS
 from tunefleet.search.space import grid
 
-HEARTBEAT_SECONDS = 20
-"""Running trials beat this often; one silent for ``GRACE_SECONDS`` is failed (optuna#3215)."""
-GRACE_SECONDS = 120
+SamplerFactory = Callable[[SweepConfig, int], BaseSampler]
+"""(config, seed) -> a sampler; the seed is ``search.seed`` plus the worker's index."""
+PrunerFactory = Callable[[SweepConfig], BasePruner]
+_Factory = TypeVar("_Factory")
 
 
 class AskTellGridSampler(optuna.samplers.GridSampler):
@@ -40,37 +50,87 @@ def grid_size(config: SweepConfig) -> int | None:
     return math.prod(len(values) for values in grid(config).values())
 
 
+def _tpe(config: SweepConfig, seed: int) -> BaseSampler:
+    return optuna.samplers.TPESampler(
+        seed=seed,
+        multivariate=True,
+        group=True,
+        constant_liar=True,
+        n_startup_trials=min(10, max(2, config.search.trials // 3)),
+    )
+
+
+def _random(config: SweepConfig, seed: int) -> BaseSampler:
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _grid(config: SweepConfig, seed: int) -> BaseSampler:
+    return AskTellGridSampler(grid(config), seed=seed)
+
+
+def _cmaes(config: SweepConfig, seed: int) -> BaseSampler:
+    return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+
+
+SAMPLERS: Mapping[str, SamplerFactory] = {
+    "tpe": _tpe,
+    "random": _random,
+    "grid": _grid,
+    "cmaes": _cmaes,
+}
+"""``search.sampler`` name -> factory."""
+
+
+def _no_pruner(config: SweepConfig) -> BasePruner:
+    return optuna.pruners.NopPruner()
+
+
+def _median(config: SweepConfig) -> BasePruner:
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+
+
+def _hyperband(config: SweepConfig) -> BasePruner:
+    return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.train.epochs)
+
+
+PRUNERS: Mapping[str, PrunerFactory] = {
+    "none": _no_pruner,
+    "median": _median,
+    "hyperband": _hyperband,
+}
+"""``search.pruner`` name -> factory. A pruner is fed every evaluation but never prunes a
+trial's final one (``trainers.callbacks``): by then the trial has spent its compute."""
+
+
 def make_sampler(config: SweepConfig, *, worker: int = 0) -> BaseSampler:
     """The sampler named by ``search.sampler``; workers get distinct seeds so that random-based
     samplers do not propose the same point on every worker."""
-    search = config.search
-    seed = search.seed + worker
-    if search.sampler == "tpe":
-        return optuna.samplers.TPESampler(
-            seed=seed,
-            multivariate=True,
-            group=True,
-            constant_liar=True,
-            n_startup_trials=min(10, max(2, search.trials // 3)),
-        )
-    if search.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if search.sampler == "grid":
-        return AskTellGridSampler(grid(config), seed=seed)
-    if search.sampler == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
-    raise ValueError(f"unknown sampler {search.sampler!r}")
+    factory = _named(SAMPLERS, config.search.sampler, "sampler")
+    with _chosen_experimental():
+        return factory(config, config.search.seed + worker)
 
 
 def make_pruner(config: SweepConfig) -> BasePruner:
-    search = config.search
-    if search.pruner == "none":
-        return optuna.pruners.NopPruner()
-    if search.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
-    if search.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.train.epochs)
-    raise ValueError(f"unknown pruner {search.pruner!r}")
+    """The pruner named by ``search.pruner``."""
+    factory = _named(PRUNERS, config.search.pruner, "pruner")
+    with _chosen_experimental():
+        return factory(config)
+
+
+def _named(registry: Mapping[str, _Factory], name: str, kind: str) -> _Factory:
+    if name not in registry:
+        raise ValueError(f"unknown {kind} {name!r}; known: {', '.join(sorted(registry))}")
+    return registry[name]
+
+
+@contextmanager
+def _chosen_experimental() -> Iterator[None]:
+    """Optuna warns at every construction with an experimental argument (heartbeats, TPE's
+    ``group``); these are chosen deliberately, and a read-only ``tunefleet status`` must print
+    only its answer."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        yield
 
 
 def make_storage(url: str) -> RDBStorage:
@@ -80,12 +140,13 @@ def make_storage(url: str) -> RDBStorage:
         engine_kwargs["connect_args"] = {"timeout": 60}
     else:
         engine_kwargs["pool_pre_ping"] = True
-    return RDBStorage(
-        url,
-        engine_kwargs=engine_kwargs,
-        heartbeat_interval=HEARTBEAT_SECONDS,
-        grace_period=GRACE_SECONDS,
-    )
+    with _chosen_experimental():
+        return RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=HEARTBEAT_SECONDS,
+            grace_period=GRACE_SECONDS,
+        )
 
 
 def open_study(
@@ -104,3 +165,14 @@ def open_study(
     return optuna.load_study(
         study_name=config.name, storage=storage, sampler=sampler, pruner=pruner
     )
+
+
+def pruning_report(trial: optuna.Trial) -> Callable[[int, float], bool]:
+    """The training path's ``report``: each evaluation goes to the study's pruner as the
+    intermediate value at its epoch; True when the pruner would stop the trial there."""
+
+    def report(epoch: int, value: float) -> bool:
+        trial.report(value, epoch)
+        return trial.should_prune()
+
+    return report

@@ -13,7 +13,8 @@ from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 Reporter = Callable[[int, float], bool]
-"""Called with (epoch, objective value) after each evaluation; True asks to stop (prune)."""
+"""Called with (epoch, objective value) after each evaluation; True asks to stop (prune), which
+is granted at every evaluation but the trial's final one."""
 
 
 @dataclass
@@ -26,6 +27,9 @@ class _Best:
 
 class BestCheckpointCallback(TrainerCallback):
     """Keeps the best evaluation's checkpoint and reports every evaluation for pruning.
+
+    A trial at its final evaluation (the last step of training, or early stopping ending it
+    here) is complete: it is not pruned, whatever ``report`` answers, and keeps its checkpoint.
 
     A new best is also recorded in Trainer's own ``state.best_metric``, ``best_global_step`` and
     ``best_model_checkpoint`` (``folder``), so callbacks after this one in the same
@@ -77,7 +81,10 @@ class BestCheckpointCallback(TrainerCallback):
             self.stale += 1
             if self.patience is not None and self.stale >= self.patience:
                 control.should_training_stop = True
-        if self.report is not None and self.report(round(epoch), value):
+        final = _final_evaluation(state, control)
+        # Every evaluation is reported (the pruner compares later trials with it), but the final
+        # one is never pruned: its compute is spent, and pruning would only discard its result.
+        if self.report is not None and self.report(round(epoch), value) and not final:
             self.pruned = True
             control.should_training_stop = True
 
@@ -93,3 +100,9 @@ class BestCheckpointCallback(TrainerCallback):
         if self.best.value is None:
             return True
         return value > self.best.value if self.maximize else value < self.best.value
+
+
+def _final_evaluation(state: TrainerState, control: TrainerControl) -> bool:
+    """Whether training ends after this evaluation: its last step is done (Trainer's own flow
+    also flags that with ``should_training_stop``), or a callback has already stopped it."""
+    return control.should_training_stop or (0 < state.max_steps <= state.global_step)

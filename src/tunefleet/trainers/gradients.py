@@ -1,7 +1,7 @@
 """Gradient norms by module group: embeddings, encoder blocks, head, the method's own parameters.
 
 The norms are measured once per optimizer step, before clipping, from the same per-tensor norms
-that give the global norm (``DomainTrainer`` clips with that total), so the groups' squares sum
+that give the global norm (``TunefleetTrainer`` clips with that total), so the groups' squares sum
 to the logged ``grad_norm`` squared. Everything stays on the device: one fused ``_foreach_norm``
 per (device, dtype) and a scatter-add into the groups; the host reads the group norms only at a
 logging step, with one ``tolist``.

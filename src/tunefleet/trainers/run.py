@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from transformers import (
     DataCollatorWithPadding,
     PreTrainedTokenizerBase,
@@ -28,7 +30,7 @@ from tunefleet.trainers.arguments import training_arguments
 from tunefleet.trainers.callbacks import BestCheckpointCallback, Reporter
 from tunefleet.trainers.checkpoint import Manifest, write_checkpoint
 from tunefleet.trainers.data import Splits, Table, load_splits
-from tunefleet.trainers.evaluation import DomainTrainer, EvaluationRecorder, score_checkpoint
+from tunefleet.trainers.evaluation import EvaluationRecorder, score_checkpoint
 from tunefleet.trainers.gradients import GradientGroups, GradientNormLogger
 from tunefleet.trainers.methods import Method, get_method
 from tunefleet.trainers.model import load_classifier, load_tokenizer, resolve_model
@@ -43,6 +45,7 @@ from tunefleet.trainers.tokens import (
     encode,
     encode_unlabelled,
 )
+from tunefleet.trainers.trainer import TunefleetTrainer
 
 
 @dataclass
@@ -90,59 +93,118 @@ class TrialRequest:
     callbacks: Sequence[TrainerCallback] = ()
 
 
+@dataclass(frozen=True)
+class _Model:
+    """The trial's model, prepared by its method, and what loading it resolved."""
+
+    resolved: str
+    """The local folder or hub id ``model.name_or_path`` resolved to."""
+    token: str | None
+    tokenizer: PreTrainedTokenizerBase
+    method: Method
+    module: nn.Module
+
+
+@dataclass(frozen=True)
+class _Data:
+    """The encoded datasets Trainer gets."""
+
+    train: EncodedDataset
+    eval: EncodedDataset
+    target_eval: EncodedDataset | None
+
+
 def run_trial(config: SweepConfig, request: TrialRequest) -> TrialOutcome:
     """Train one trial; raises TrialPruned (with its outcome) when ``request.report`` says stop."""
     started = time.perf_counter()
     splits = load_splits(config.data)
+    model = _setup_model(config, splits)
+    data = _setup_data(config, request, splits, model)
+    evaluations = EvaluationRecorder(splits.label_names)
+    checkpoint = _setup_checkpoint(config, request, model, splits, evaluations)
+    trainer = _setup_trainer(config, request, model, data, checkpoint, evaluations)
+    trainer.train()
+    outcome = _outcome(
+        config, request, model, splits, checkpoint, trainer.state.log_history, started=started
+    )
+    if outcome.pruned:
+        raise TrialPruned(outcome)
+    return outcome
+
+
+def _setup_model(config: SweepConfig, splits: Splits) -> _Model:
     resolved = resolve_model(config.model.name_or_path)
     token = config.model.token.get_secret_value() if config.model.token else None
     tokenizer = load_tokenizer(resolved, token=token)
     method = get_method(config.train.method)
     set_seed(config.train.seed)
-    model = method.prepare(load_classifier(resolved, splits.label_names, token=token), config.train)
+    classifier = load_classifier(resolved, splits.label_names, token=token)
+    return _Model(resolved, token, tokenizer, method, method.prepare(classifier, config.train))
+
+
+def _setup_data(config: SweepConfig, request: TrialRequest, splits: Splits, model: _Model) -> _Data:
+    """Encoded (through the token cache) splits; a method that trains on target-domain rows gets
+    them mixed into its training set, unlabelled."""
 
     def encoded(table: Table) -> EncodedDataset:
         return encode(
             table,
-            tokenizer=tokenizer,
+            tokenizer=model.tokenizer,
             label_names=splits.label_names,
             max_length=config.data.max_length,
             cache_dir=request.cache_dir,
         )
 
-    train_set, eval_set = encoded(splits.train), encoded(splits.eval)
-    if method.uses_target_rows:
-        target_texts = _target_texts(splits, method)
-        train_set = domain_mixture(
-            train_set,
-            encode_unlabelled(
-                target_texts,
-                tokenizer=tokenizer,
-                max_length=config.data.max_length,
-                cache_dir=request.cache_dir,
-            ),
+    train_set = encoded(splits.train)
+    if model.method.uses_target_rows:
+        target = encode_unlabelled(
+            _target_texts(splits, model.method),
+            tokenizer=model.tokenizer,
+            max_length=config.data.max_length,
+            cache_dir=request.cache_dir,
         )
+        train_set = domain_mixture(train_set, target)
     target_eval = encoded(splits.target_eval) if splits.target_eval is not None else None
-    maximize = config.search.direction == "maximize"
-    train = config.train
-    evaluations = EvaluationRecorder(splits.label_names)
-    checkpoint = BestCheckpointCallback(
+    return _Data(train_set, encoded(splits.eval), target_eval)
+
+
+def _setup_checkpoint(
+    config: SweepConfig,
+    request: TrialRequest,
+    model: _Model,
+    splits: Splits,
+    evaluations: EvaluationRecorder,
+) -> BestCheckpointCallback:
+    """The callback keeping the best evaluation's checkpoint, reporting each evaluation for
+    pruning, and stopping early when configured."""
+    return BestCheckpointCallback(
         metric=config.search.metric,
-        maximize=maximize,
+        maximize=config.search.direction == "maximize",
         report=request.report,
-        write=_checkpoint_writer(config, request, method, tokenizer, splits, evaluations),
-        patience=train.early_stopping.patience if train.early_stopping else None,
+        write=_checkpoint_writer(config, request, model, splits, evaluations),
+        patience=config.train.early_stopping.patience if config.train.early_stopping else None,
         folder=request.checkpoint_dir,
     )
+
+
+def _setup_trainer(
+    config: SweepConfig,
+    request: TrialRequest,
+    model: _Model,
+    data: _Data,
+    checkpoint: BestCheckpointCallback,
+    evaluations: EvaluationRecorder,
+) -> TunefleetTrainer:
+    """Trainer with the trial's optimizer and schedule, and the callbacks in the order they need:
+    the method's, the checkpoint keeper, the gradient-norm logger, then the caller's (the
+    trackers read the grouped norms the logger adds)."""
+    train, maximize = config.train, config.search.direction == "maximize"
     steps_per_epoch = math.ceil(
-        len(train_set) / (train.batch_size * train.gradient_accumulation_steps)
+        len(data.train) / (train.batch_size * train.gradient_accumulation_steps)
     )
-    optimizer = build_optimizer(
-        method.param_groups(model, train) or default_param_groups(model, train.weight_decay), train
-    )
-    gradients = GradientGroups(model, method)
-    trainer = DomainTrainer(
-        model=model,
+    gradients = GradientGroups(model.module, model.method)
+    trainer = TunefleetTrainer(
+        model=model.module,
         args=training_arguments(
             train,
             output_dir=request.work_dir,
@@ -150,20 +212,16 @@ def run_trial(config: SweepConfig, request: TrialRequest) -> TrialOutcome:
             maximize=maximize,
             steps_per_epoch=steps_per_epoch,
         ),
-        optimizers=(
-            optimizer,
-            build_scheduler(optimizer, train, steps_per_epoch=steps_per_epoch, maximize=maximize),
-        ),
-        data_collator=DataCollatorWithPadding(tokenizer),
-        train_dataset=train_set,
-        eval_dataset=eval_set,
-        processing_class=tokenizer,
+        optimizers=_setup_optimizer(config, model, steps_per_epoch=steps_per_epoch),
+        data_collator=DataCollatorWithPadding(model.tokenizer),
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        processing_class=model.tokenizer,
         compute_metrics=evaluations,
-        target_eval=target_eval,
+        target_eval=data.target_eval,
         gradient_groups=gradients,
-        # Before the caller's callbacks (the trackers): they read the grouped norms it adds.
         callbacks=[
-            *method.callbacks(config.train),
+            *model.method.callbacks(train),
             checkpoint,
             GradientNormLogger(gradients),
             *request.callbacks,
@@ -171,27 +229,58 @@ def run_trial(config: SweepConfig, request: TrialRequest) -> TrialOutcome:
     )
     # The worker prints its own progress; Trainer's printer would interleave raw dicts with it.
     trainer.remove_callback(PrinterCallback)
-    trainer.train()
+    return trainer
+
+
+def _setup_optimizer(
+    config: SweepConfig, model: _Model, *, steps_per_epoch: int
+) -> tuple[Optimizer, LRScheduler | ReduceLROnPlateau]:
+    """AdamW over the method's parameter groups (or the default decay / no-decay split), and
+    the learning-rate schedule."""
+    train = config.train
+    optimizer = build_optimizer(
+        model.method.param_groups(model.module, train)
+        or default_param_groups(model.module, train.weight_decay),
+        train,
+    )
+    maximize = config.search.direction == "maximize"
+    return optimizer, build_scheduler(
+        optimizer, train, steps_per_epoch=steps_per_epoch, maximize=maximize
+    )
+
+
+def _outcome(
+    config: SweepConfig,
+    request: TrialRequest,
+    model: _Model,
+    splits: Splits,
+    checkpoint: BestCheckpointCallback,
+    log_history: Sequence[Mapping[str, Any]],
+    *,
+    started: float,
+) -> TrialOutcome:
+    """The trained trial's outcome: the best evaluation's metrics, plus the test split scored on
+    its reloaded checkpoint (``started``: the trial's ``time.perf_counter()`` at its start)."""
     best = checkpoint.best
     metrics = dict(best.metrics)
     if splits.test is not None and best.hashes is not None and not checkpoint.pruned:
         metrics.update(
             score_checkpoint(
-                method,
+                model.method,
                 request.checkpoint_dir,
-                resolved,
+                model.resolved,
                 splits,
                 config.data.max_length,
-                token=token,
+                token=model.token,
             )
         )
     # Counted after training: gradual unfreezing ends with more trainable than it starts.
-    trainable, total = count_parameters(model)
-    outcome = TrialOutcome(
+    trainable, total = count_parameters(model.module)
+    return TrialOutcome(
         value=best.value,
         best_epoch=best.epoch,
         metrics={k: v for k, v in metrics.items() if math.isfinite(v)},
-        history=[_finite(entry) for entry in trainer.state.log_history],
+        history=[_finite(entry) for entry in log_history],
         checkpoint=request.checkpoint_dir if best.hashes is not None else None,
         checkpoint_sha256=best.hashes,
         seconds=time.perf_counter() - started,
@@ -199,9 +288,6 @@ def run_trial(config: SweepConfig, request: TrialRequest) -> TrialOutcome:
         trainable_parameters=trainable,
         total_parameters=total,
     )
-    if checkpoint.pruned:
-        raise TrialPruned(outcome)
-    return outcome
 
 
 def _target_texts(splits: Splits, method: Method) -> tuple[str, ...]:
@@ -229,14 +315,13 @@ def _finite(entry: Mapping[str, Any]) -> dict[str, Any]:
 def _checkpoint_writer(
     config: SweepConfig,
     request: TrialRequest,
-    method: Method,
-    tokenizer: PreTrainedTokenizerBase,
+    model: _Model,
     splits: Splits,
     evaluations: EvaluationRecorder,
 ) -> Callable[[nn.Module, float, float], dict[str, str]]:
-    def write(model: nn.Module, value: float, epoch: float) -> dict[str, str]:
+    def write(module: nn.Module, value: float, epoch: float) -> dict[str, str]:
         manifest = Manifest(
-            method=method.name,
+            method=model.method.name,
             base_model=config.model.name_or_path,
             label_names=splits.label_names,
             max_length=config.data.max_length,
@@ -251,9 +336,9 @@ def _checkpoint_writer(
         )
         return write_checkpoint(
             request.checkpoint_dir,
-            model=model,
-            save=method.save,
-            tokenizer=tokenizer,
+            model=module,
+            save=model.method.save,
+            tokenizer=model.tokenizer,
             manifest=manifest,
             evaluation=evaluations.report,  # written during the evaluation that chose it
         )
