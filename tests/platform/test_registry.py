@@ -14,16 +14,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import mlflow.artifacts
 import pandas as pd
 import pytest
+from mlflow.models import Model
 from mlflow.tracking import MlflowClient
+from transformers import PreTrainedModel
 
 from support.mlflow_server import MlflowServer
-from tunefleet.config import parse_config
+from tunefleet.config import METHODS, TrainConfig, parse_config
 from tunefleet.errors import IntegrityError
-from tunefleet.platform.pyfunc import CheckpointModel
+from tunefleet.platform.pyfunc import (
+    BASE_MODEL_ARTIFACT,
+    CHECKPOINT_ARTIFACT,
+    CheckpointModel,
+    load_predictor,
+)
 from tunefleet.platform.registry import PROMOTION_TAG, RegisteredModel, register_checkpoint
-from tunefleet.trainers.checkpoint import hash_folder
+from tunefleet.trainers.checkpoint import Manifest, hash_folder, write_checkpoint
+from tunefleet.trainers.methods import get_method
+from tunefleet.trainers.model import load_classifier, load_tokenizer
 from tunefleet.trainers.predict import Predictor
 from tunefleet.trainers.run import TrialRequest, run_trial
 
@@ -120,6 +130,42 @@ def trained(
 
 
 @pytest.fixture(scope="module")
+def every_method(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Trained:
+    """Each method's checkpoint of the tiny BERT as it prepared it, written the way a trial
+    writes its best one; untrained, since what a checkpoint holds does not depend on training."""
+    root = tmp_path_factory.mktemp("every-method")
+    base = root / "base"
+    shutil.copytree(tiny_model, base)
+    tokenizer = load_tokenizer(str(base))
+    labels = ("0", "1")
+    checkpoints = {}
+    for number, name in enumerate(METHODS):
+        method = get_method(name)
+        model = method.prepare(
+            load_classifier(str(base), labels), TrainConfig.model_validate({"method": name})
+        )
+        manifest = Manifest(
+            method=name,
+            base_model=str(base),
+            label_names=labels,
+            max_length=32,
+            sweep="sizes",
+            trial=number,
+            metric="eval_accuracy",
+            value=0.5,
+            epoch=1.0,
+            params={"method": name},
+            config={},
+            data_sha256="0" * 64,
+        )
+        checkpoints[name] = root / name
+        write_checkpoint(
+            root / name, model=model, save=method.save, tokenizer=tokenizer, manifest=manifest
+        )
+    return Trained(base=base, checkpoints=checkpoints)
+
+
+@pytest.fixture(scope="module")
 def sqlite_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A sqlite store (shared: creating one takes seconds) whose experiment keeps its artifacts
     under tmp, not ./mlruns; each test uses its own model names."""
@@ -208,6 +254,71 @@ def test_registered_checkpoints_predict_like_the_checkpoints(
     assert logged_model in [o.model_id for o in run.outputs.model_outputs]
     assert client.get_logged_model(logged_model).status == "READY"
     assert version.source == client.get_logged_model(logged_model).artifact_location
+
+
+class _BodyWanted(Exception):
+    pass
+
+
+def _loads_without_body(name: str, checkpoint: Path) -> bool:
+    def body() -> PreTrainedModel:
+        raise _BodyWanted
+
+    try:
+        get_method(name).load(checkpoint, body)
+    except _BodyWanted:
+        return False
+    return True
+
+
+def _size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def test_promotion_bundles_the_body_only_with_checkpoints_that_need_it(
+    every_method: Trained, sqlite_uri: str, tmp_path: Path
+) -> None:
+    client = MlflowClient(tracking_uri=sqlite_uri)
+    base = every_method.base
+    registered: dict[str, dict[str, Path]] = {}
+    for name, checkpoint in every_method.checkpoints.items():
+        self_contained = _loads_without_body(name, checkpoint)
+        assert get_method(name).self_contained == self_contained, name
+        model = register_checkpoint(
+            tracking_uri=sqlite_uri,
+            model_name=f"size-{name}",
+            alias="champion",
+            checkpoint=checkpoint,
+            run_id=None,
+            experiment_name="promotions",
+        )
+        source = client.get_model_version_by_alias(model.name, model.alias).source
+        folder = Path(
+            mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(tmp_path / name))
+        )
+        flavor = Model.load(str(folder)).flavors["python_function"]
+        artifacts = {key: folder / value["path"] for key, value in flavor["artifacts"].items()}
+        registered[name] = artifacts
+
+        wanted = {CHECKPOINT_ARTIFACT} | (set() if self_contained else {BASE_MODEL_ARTIFACT})
+        assert set(artifacts) == wanted, name
+        assert hash_folder(artifacts[CHECKPOINT_ARTIFACT]) == hash_folder(checkpoint), name
+        if not self_contained:
+            assert hash_folder(artifacts[BASE_MODEL_ARTIFACT]) == hash_folder(base), name
+        promoted = sum(_size(path) for path in artifacts.values())
+        assert promoted == _size(checkpoint) + (0 if self_contained else _size(base)), name
+
+    # Each registered copy predicts as its checkpoint does with neither the checkpoint nor the
+    # pretrained body where they were written: what promotion left out was not needed.
+    expected = {name: every_method.expected(name) for name in registered}
+    with every_method.hidden():
+        for name, artifacts in registered.items():
+            body = artifacts.get(BASE_MODEL_ARTIFACT)
+            predictor = load_predictor(
+                str(artifacts[CHECKPOINT_ARTIFACT]), None if body is None else str(body)
+            )
+            got = [[p.label, p.probabilities] for p in predictor.predict(TEXTS)]
+            _assert_same(got, expected[name])
 
 
 def test_alias_moves_to_the_newest_registration(trained: Trained, sqlite_uri: str) -> None:

@@ -21,19 +21,11 @@ from pydantic import (
 
 from tunefleet.redaction import RedactedUrl, SecretValue
 
-METHODS: tuple[str, ...] = (
-    "full",
-    "lora",
-    "adapter",
-    "prefix",
-    "prompt",
-    "ia3",
-    "unfreeze",
-    "dann",
-)
-"""Adaptation method names; each has an implementation in ``tunefleet.trainers.methods``."""
-
 Method = Literal["full", "lora", "adapter", "prefix", "prompt", "ia3", "unfreeze", "dann"]
+"""Adaptation method names, the one list of them; each has an implementation registered in
+``tunefleet.trainers.methods`` under that name (checked when that package is imported)."""
+METHODS: tuple[str, ...] = get_args(Method)
+
 Scheduler = Literal["linear", "cosine", "cosine_with_restarts", "constant", "reduce_on_plateau"]
 Sampler = Literal["tpe", "random", "grid", "cmaes"]
 Pruner = Literal["none", "median", "hyperband"]

@@ -18,12 +18,12 @@ import importlib.metadata
 import json
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlflow.entities import LoggedModelOutput, LoggedModelStatus, RunStatus
+from mlflow.entities import LoggedModel, LoggedModelOutput, LoggedModelStatus, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
@@ -54,10 +54,6 @@ RUNTIME_PACKAGES = (
     "numpy",
     "pandas",
 )
-
-# Methods whose checkpoint is a whole model; any other method's checkpoint holds only what it
-# trained and is restored onto the pretrained body, so that body is registered with it.
-SELF_CONTAINED_METHODS = frozenset({"full"})
 
 
 @dataclass(frozen=True)
@@ -106,93 +102,195 @@ def register_checkpoint(
     held it. Raises NotFoundError if ``checkpoint`` is not a tunefleet checkpoint, and
     MlflowException for tracking/registry failures (including a version not READY in time).
     """
-    from tunefleet.trainers.checkpoint import Manifest, hash_folder, verify
+    from tunefleet.trainers.checkpoint import Manifest
 
     checkpoint = checkpoint.resolve()
     manifest = Manifest.read(checkpoint)
-    if sha256 is not None:
-        verify(checkpoint, sha256)
-    expected = dict(sha256) if sha256 is not None else hash_folder(checkpoint)
-
+    expected = _expected_hashes(checkpoint, sha256)
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    own_run = run_id is None
-    if run_id is None:
-        experiment_id = _experiment_id(client, experiment_name, artifact_location)
-        run_id = client.create_run(
-            experiment_id, tags={PROMOTION_TAG: "true"}, run_name=f"promote-{model_name}"
-        ).info.run_id
-    else:
-        experiment_id = client.get_run(run_id).info.experiment_id
-
-    try:
-        tags = {
-            "tunefleet.checkpoint": str(checkpoint),
-            "tunefleet.checkpoint_sha256": _digest(expected),
-            "tunefleet.sweep": manifest.sweep,
-            "tunefleet.trial": str(manifest.trial),
-            "tunefleet.method": manifest.method,
-            "tunefleet.metric": manifest.metric,
-            "tunefleet.value": repr(manifest.value),
-        }
-        logged = client.create_logged_model(
-            experiment_id=experiment_id,
-            name=MODEL_ARTIFACT_NAME,
-            source_run_id=run_id,
-            tags=tags,
-            model_type="tunefleet-classifier",
+    with _source_run(
+        client,
+        run_id,
+        experiment_name=experiment_name,
+        artifact_location=artifact_location,
+        run_name=f"promote-{model_name}",
+    ) as run:
+        tags = _version_tags(checkpoint, manifest, expected)
+        logged = _log_model(
+            client,
+            run,
+            tags,
+            checkpoint=checkpoint,
+            base_model=_bundled_base(manifest),
+            expected=expected,
         )
-        try:
-            with tempfile.TemporaryDirectory(prefix="tunefleet-register-") as tmp:
-                local = Path(tmp) / MODEL_ARTIFACT_NAME
-                _save_pyfunc(
-                    local,
-                    checkpoint=checkpoint,
-                    base_model=_bundled_base(manifest),
-                    mlflow_model=Model(
-                        artifact_path=logged.artifact_location,
-                        run_id=run_id,
-                        model_uuid=logged.model_id,
-                        model_id=logged.model_id,
-                    ),
-                )
-                verify(_saved_artifact(local, CHECKPOINT_ARTIFACT), expected)
-                client.log_model_artifacts(logged.model_id, str(local))
-        except BaseException:
-            # Report the original error, not a failure to record it.
-            with contextlib.suppress(Exception):
-                client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
-            raise
-        client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
-        client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
-
-        _ensure_registered_model(client, model_name)
-        # The source is the LoggedModel's artifact location, not ``models:/m-...``: the sqlite
-        # registry store resolves a models:/ source through the process-global tracking URI
-        # (MLflow 3.17, SqlAlchemyStore.create_model_version), which we must not rely on.
-        version = client.create_model_version(
-            name=model_name,
-            source=logged.artifact_location,
-            run_id=run_id,
+        number = _register_version(
+            client,
+            run,
+            logged,
+            model_name=model_name,
+            alias=alias,
             # The sqlite registry store does not keep model_id; the tag does, in every store.
             tags={**tags, "tunefleet.logged_model": logged.model_id},
             description=description,
-            await_creation_for=READY_TIMEOUT_S,
-            model_id=logged.model_id,
         )
-        # The sqlite store gives the version as an int, the REST store as a str.
-        number = str(version.version)
-        _wait_ready(client, model_name, number)
-        client.set_registered_model_alias(model_name, alias, number)
-    except BaseException:
-        if own_run:
-            with contextlib.suppress(Exception):
-                client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FAILED))
-        raise
-    if own_run:
-        client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FINISHED))
     return RegisteredModel(
         name=model_name, version=number, alias=alias, uri=f"models:/{model_name}@{alias}"
     )
+
+
+@dataclass(frozen=True)
+class _Run:
+    """The run a promotion records under."""
+
+    run_id: str
+    experiment_id: str
+
+
+def _expected_hashes(checkpoint: Path, sha256: Mapping[str, str] | None) -> dict[str, str]:
+    """The checkpoint's file digests: ``sha256`` once the folder is checked against it, else the
+    folder's own."""
+    from tunefleet.trainers.checkpoint import hash_folder, verify
+
+    if sha256 is None:
+        return hash_folder(checkpoint)
+    verify(checkpoint, sha256)
+    return dict(sha256)
+
+
+@contextlib.contextmanager
+def _source_run(
+    client: MlflowClient,
+    run_id: str | None,
+    *,
+    experiment_name: str,
+    artifact_location: str | None,
+    run_name: str,
+) -> Iterator[_Run]:
+    """The given run, left as it is; or a new promotion run, ended FINISHED or, when the body
+    raises, FAILED."""
+    if run_id is not None:
+        yield _Run(run_id, client.get_run(run_id).info.experiment_id)
+        return
+    experiment_id = _experiment_id(client, experiment_name, artifact_location)
+    created = client.create_run(experiment_id, tags={PROMOTION_TAG: "true"}, run_name=run_name)
+    own = created.info.run_id
+    try:
+        yield _Run(own, experiment_id)
+    except BaseException:
+        # Report the original error, not a failure to record it.
+        with contextlib.suppress(Exception):
+            client.set_terminated(own, status=RunStatus.to_string(RunStatus.FAILED))
+        raise
+    client.set_terminated(own, status=RunStatus.to_string(RunStatus.FINISHED))
+
+
+def _version_tags(
+    checkpoint: Path, manifest: Manifest, expected: Mapping[str, str]
+) -> dict[str, str]:
+    return {
+        "tunefleet.checkpoint": str(checkpoint),
+        "tunefleet.checkpoint_sha256": _digest(expected),
+        "tunefleet.sweep": manifest.sweep,
+        "tunefleet.trial": str(manifest.trial),
+        "tunefleet.method": manifest.method,
+        "tunefleet.metric": manifest.metric,
+        "tunefleet.value": repr(manifest.value),
+    }
+
+
+def _log_model(
+    client: MlflowClient,
+    run: _Run,
+    tags: dict[str, str],
+    *,
+    checkpoint: Path,
+    base_model: Path | None,
+    expected: Mapping[str, str],
+) -> LoggedModel:
+    """A READY LoggedModel holding the pyfunc folder, linked to ``run`` as an output; FAILED if
+    building or uploading the folder fails."""
+    logged = client.create_logged_model(
+        experiment_id=run.experiment_id,
+        name=MODEL_ARTIFACT_NAME,
+        source_run_id=run.run_id,
+        tags=tags,
+        model_type="tunefleet-classifier",
+    )
+    try:
+        _upload_pyfunc(
+            client, logged, run, checkpoint=checkpoint, base_model=base_model, expected=expected
+        )
+    except BaseException:
+        # Report the original error, not a failure to record it.
+        with contextlib.suppress(Exception):
+            client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+        raise
+    client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+    client.log_outputs(run.run_id, [LoggedModelOutput(logged.model_id, step=0)])
+    return logged
+
+
+def _upload_pyfunc(
+    client: MlflowClient,
+    logged: LoggedModel,
+    run: _Run,
+    *,
+    checkpoint: Path,
+    base_model: Path | None,
+    expected: Mapping[str, str],
+) -> None:
+    """Save the pyfunc folder locally, check its checkpoint copy against ``expected`` (so a
+    checkpoint replaced mid-copy is never registered), and upload it to ``logged``."""
+    from tunefleet.trainers.checkpoint import verify
+
+    with tempfile.TemporaryDirectory(prefix="tunefleet-register-") as tmp:
+        local = Path(tmp) / MODEL_ARTIFACT_NAME
+        _save_pyfunc(
+            local,
+            checkpoint=checkpoint,
+            base_model=base_model,
+            mlflow_model=Model(
+                artifact_path=logged.artifact_location,
+                run_id=run.run_id,
+                model_uuid=logged.model_id,
+                model_id=logged.model_id,
+            ),
+        )
+        verify(_saved_artifact(local, CHECKPOINT_ARTIFACT), expected)
+        client.log_model_artifacts(logged.model_id, str(local))
+
+
+def _register_version(
+    client: MlflowClient,
+    run: _Run,
+    logged: LoggedModel,
+    *,
+    model_name: str,
+    alias: str,
+    tags: dict[str, str],
+    description: str | None,
+) -> str:
+    """A new READY version of ``model_name`` (created if missing) for ``logged``, with ``alias``
+    moved to it; returns the version number."""
+    _ensure_registered_model(client, model_name)
+    # The source is the LoggedModel's artifact location, not ``models:/m-...``: the sqlite
+    # registry store resolves a models:/ source through the process-global tracking URI
+    # (MLflow 3.17, SqlAlchemyStore.create_model_version), which we must not rely on.
+    version = client.create_model_version(
+        name=model_name,
+        source=logged.artifact_location,
+        run_id=run.run_id,
+        tags=tags,
+        description=description,
+        await_creation_for=READY_TIMEOUT_S,
+        model_id=logged.model_id,
+    )
+    # The sqlite store gives the version as an int, the REST store as a str.
+    number = str(version.version)
+    _wait_ready(client, model_name, number)
+    client.set_registered_model_alias(model_name, alias, number)
+    return number
 
 
 def _experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
@@ -238,13 +336,15 @@ def _wait_ready(client: MlflowClient, name: str, version: str) -> None:
 
 
 def _bundled_base(manifest: Manifest) -> Path | None:
-    """The local pretrained body to register with an adapter-only checkpoint, else None.
+    """The local pretrained body to register with a checkpoint that is restored onto it (its
+    method is not ``self_contained``), else None.
 
     A hub id (no local folder) is not bundled: it resolves through the HF cache/hub at load.
     """
+    from tunefleet.trainers.methods import get_method
     from tunefleet.trainers.model import resolve_model
 
-    if manifest.method in SELF_CONTAINED_METHODS:
+    if get_method(manifest.method).self_contained:
         return None
     resolved = Path(resolve_model(manifest.base_model))
     if not resolved.is_dir():

@@ -207,7 +207,7 @@ def _freeze(model: nn.Module) -> None:
 
 @register("adapter")
 class Adapter(MethodBase):
-    name = "adapter"
+    self_contained = False
 
     def prepare(self, model: PreTrainedModel, config: TrainConfig) -> nn.Module:
         settings: AdapterConfig = config.adapter

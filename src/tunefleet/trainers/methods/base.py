@@ -27,9 +27,16 @@ class Method(Protocol):
         - ``save`` writes safetensors into ``folder`` (an existing, empty folder); ``load`` rebuilds
           the same module from ``folder`` and, if it needs the pretrained body, ``base()``; the
           reloaded module gives the trained module's logits exactly.
+        - ``self_contained`` says whether ``load`` needs ``base()``: True when the checkpoint
+          holds the whole model, False when it holds only what the method trained (an adapter,
+          a prompt) and is restored onto the pretrained body; promotion bundles that body with
+          every checkpoint that is not self-contained.
+        - ``name`` is the name the method is registered under: ``register`` sets it.
     """
 
     name: str
+    self_contained: bool
+    """Whether a checkpoint is the whole model, loadable without the pretrained body."""
     uses_target_rows: bool
     """Whether training also reads the target-domain rows (texts only, labels as IGNORE_INDEX,
     each row with its domain id as ``domain_labels``); only domain adaptation (dann) does."""
@@ -56,9 +63,11 @@ class Method(Protocol):
 
 class MethodBase:
     """Defaults for the optional parts of :class:`Method`: no hooks, default parameter groups,
-    source rows only, no parameters of its own."""
+    source rows only, no parameters of its own. ``self_contained`` has no default: each method
+    declares it (``register`` refuses one that does not)."""
 
     name: str
+    self_contained: bool
     uses_target_rows: bool = False
 
     def callbacks(self, config: TrainConfig) -> list[TrainerCallback]:

@@ -216,7 +216,8 @@ class LambdaSchedule(TrainerCallback):
 
 @register("dann")
 class Dann(MethodBase):
-    name = "dann"
+    # The classifier is saved whole; the domain classifier beside it is not needed to predict.
+    self_contained = True
     uses_target_rows = True
 
     def prepare(self, model: PreTrainedModel, config: TrainConfig) -> nn.Module:

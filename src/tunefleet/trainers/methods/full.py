@@ -14,7 +14,7 @@ from tunefleet.trainers.methods.registry import register
 
 @register("full")
 class FullFineTuning(MethodBase):
-    name = "full"
+    self_contained = True
 
     def prepare(self, model: PreTrainedModel, config: TrainConfig) -> nn.Module:
         model.requires_grad_(True)

@@ -10,40 +10,39 @@ from __future__ import annotations
 import re
 
 from peft import LoraConfig, PeftConfig, TaskType
-from torch import nn
 from transformers import PreTrainedModel
 
 from tunefleet.config import TrainConfig
-from tunefleet.trainers.methods._peft import PeftMethod, attach, target_problem
+from tunefleet.trainers.methods._peft import PeftMethod, target_problem
 from tunefleet.trainers.methods.registry import register
 
-# lora_A/lora_B, lora_embedding_A/B (a ParameterDict: the name ends there) and DoRA's
-# lora_magnitude_vector.
-OWN = re.compile(r"(?:^|\.)lora_\w+(?:\.|$)")
+TARGETS = "train.lora.target_modules"
 
 
 @register("lora")
 class Lora(PeftMethod):
-    name = "lora"
+    # lora_A/lora_B, lora_embedding_A/B (a ParameterDict: the name ends there) and DoRA's
+    # lora_magnitude_vector.
+    own_pattern = re.compile(r"(?:^|\.)lora_\w+(?:\.|$)")
 
-    def prepare(self, model: PreTrainedModel, config: TrainConfig) -> nn.Module:
+    def peft_config(self, model: PreTrainedModel, config: TrainConfig) -> PeftConfig:
         settings = config.lora
-        targets = list(settings.target_modules) if settings.target_modules else None
-
-        def make_config() -> PeftConfig:
-            return LoraConfig(
-                task_type=TaskType.SEQ_CLS,
-                r=settings.r,
-                lora_alpha=settings.alpha,
-                lora_dropout=settings.dropout,
-                target_modules=targets,
-                use_rslora=settings.use_rslora,
-                use_dora=settings.use_dora,
-            )
-
-        return attach(
-            model, make_config, target_problem("train.lora.target_modules", targets, model)
+        return LoraConfig(
+            task_type=TaskType.SEQ_CLS,
+            r=settings.r,
+            lora_alpha=settings.alpha,
+            lora_dropout=settings.dropout,
+            target_modules=_targets(config),
+            use_rslora=settings.use_rslora,
+            use_dora=settings.use_dora,
         )
 
-    def owns(self, parameter_name: str) -> bool:
-        return OWN.search(parameter_name) is not None
+    def problem(
+        self, exc: ValueError, model: PreTrainedModel, config: TrainConfig
+    ) -> tuple[str, str]:
+        return target_problem(TARGETS, _targets(config), model, exc)
+
+
+def _targets(config: TrainConfig) -> list[str] | None:
+    targets = config.lora.target_modules
+    return list(targets) if targets else None

@@ -11,52 +11,41 @@ from __future__ import annotations
 
 import torch
 from peft import PeftConfig, PeftModel, PrefixTuningConfig, TaskType
-from torch import nn
 from transformers import PreTrainedModel
 
 from tunefleet.config import TrainConfig
 from tunefleet.errors import ConfigError
-from tunefleet.trainers.methods._peft import (
-    PROMPT_ENCODER,
-    PeftMethod,
-    attach,
-    fixed_problem,
-    guard_positions,
-    takes_past_key_values,
-)
+from tunefleet.trainers.methods._peft import VirtualTokenMethod, takes_past_key_values
 from tunefleet.trainers.methods.registry import register
-
-KEY = "train.prefix.virtual_tokens"
 
 
 @register("prefix")
-class PrefixTuning(PeftMethod):
-    name = "prefix"
+class PrefixTuning(VirtualTokenMethod):
+    tokens_key = "train.prefix.virtual_tokens"
 
-    def prepare(self, model: PreTrainedModel, config: TrainConfig) -> nn.Module:
+    def virtual_tokens(self, config: TrainConfig) -> int:
+        return config.prefix.virtual_tokens
+
+    def validate(self, model: PreTrainedModel, config: TrainConfig) -> None:
         # Both would only fail (or silently drop the prefix) at the first forward, mid-trial.
         if problems := _unsupported(model, config):
             raise ConfigError(problems)
+
+    def peft_config(self, model: PreTrainedModel, config: TrainConfig) -> PeftConfig:
         settings = config.prefix
+        return PrefixTuningConfig(
+            task_type=TaskType.SEQ_CLS,
+            num_virtual_tokens=settings.virtual_tokens,
+            prefix_projection=settings.projection,
+            # The projection MLP's hidden width (read only when projecting); peft has no
+            # default for it.
+            encoder_hidden_size=int(model.config.hidden_size),
+        )
 
-        def make_config() -> PeftConfig:
-            return PrefixTuningConfig(
-                task_type=TaskType.SEQ_CLS,
-                num_virtual_tokens=settings.virtual_tokens,
-                prefix_projection=settings.projection,
-                # The projection MLP's hidden width (read only when projecting); peft has no
-                # default for it.
-                encoder_hidden_size=int(model.config.hidden_size),
-            )
-
-        wrapped = attach(model, make_config, fixed_problem(KEY))
-        if settings.projection:
-            _project_once(wrapped)
-        guard_positions(wrapped, settings.virtual_tokens, KEY)
-        return wrapped
-
-    def owns(self, parameter_name: str) -> bool:
-        return PROMPT_ENCODER.search(parameter_name) is not None
+    def finish(self, model: PeftModel, config: TrainConfig) -> None:
+        if config.prefix.projection:
+            _project_once(model)
+        super().finish(model, config)
 
 
 def _project_once(model: PeftModel) -> None:

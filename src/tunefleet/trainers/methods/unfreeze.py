@@ -180,9 +180,8 @@ def _trainable(model: nn.Module) -> int:
 
 @register("unfreeze")
 class Unfreeze(FullFineTuning):
-    """Saves and loads like ``full``; differs in what trains when, and at what rate."""
-
-    name = "unfreeze"
+    """Saves and loads like ``full`` (so self-contained too); differs in what trains when, and
+    at what rate."""
 
     def prepare(self, model: PreTrainedModel, config: TrainConfig) -> nn.Module:
         # Correct before the first callback, so counts and checks on the prepared model hold.
