@@ -9,7 +9,7 @@ formatting live in :mod:`tunefleet.config.loading`, the dotted-path algebra in
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
