@@ -34,5 +34,6 @@ class NotFoundError(TunefleetError):
     """A sweep, trial, checkpoint or model alias that the user named does not exist."""
 
 
-class IntegrityError(TunefleetError):
-    """A checkpoint's files do not match the hashes recorded when it was written."""
+class CheckpointError(TunefleetError):
+    """A checkpoint that is not what it should be: files that do not match the hashes recorded
+    when it was written, or weights that do not fit the base model they are loaded onto."""

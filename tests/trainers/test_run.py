@@ -12,7 +12,7 @@ import torch
 
 from support import trials
 from tunefleet.config import SweepConfig
-from tunefleet.errors import IntegrityError
+from tunefleet.errors import CheckpointError
 from tunefleet.trainers.callbacks import BestCheckpointCallback
 from tunefleet.trainers.checkpoint import MANIFEST, Manifest, hash_folder, verify
 from tunefleet.trainers.run import TrialPruned, TrialRequest, run_trial
@@ -182,7 +182,7 @@ def test_verify_names_changed_missing_and_extra_files(tmp_path: Path) -> None:
     (folder / "a.txt").write_text("tampered")
     (folder / "b.txt").unlink()
     (folder / "c.txt").write_text("c")
-    with pytest.raises(IntegrityError) as info:
+    with pytest.raises(CheckpointError) as info:
         verify(folder, hashes)
     assert all(s in str(info.value) for s in ("changed a.txt", "missing b.txt", "unexpected c.txt"))
     assert json.loads(json.dumps(hashes)) == hashes

@@ -14,7 +14,7 @@ from tunefleet.trainers.checkpoint import verify
 
 
 @dataclass(frozen=True)
-class Promotion:
+class PromotionOutcome:
     name: str
     number: int
     alias: str
@@ -26,8 +26,8 @@ class Promotion:
 
 def promote(
     view: SweepView, store: Store, layout: Layout, *, trial: int | None, alias: str
-) -> Promotion:
-    """Register ``trial`` (default: the best) under ``alias``; IntegrityError if its checkpoint
+) -> PromotionOutcome:
+    """Register ``trial`` (default: the best) under ``alias``; CheckpointError if its checkpoint
     changed since it was written, NotFoundError if it has none."""
     name = view.config.name
     if trial is None:
@@ -51,7 +51,7 @@ def promote(
     verify(folder, record.checkpoint_sha256)
     version = uri = tracking_uri = None
     if view.config.tracking.mlflow.enabled:
-        from tunefleet.platform.registry import register_checkpoint
+        from tunefleet.platform.model_registry import register_checkpoint
 
         tracking_uri = mlflow_tracking_uri(layout, view.config)
         registered = register_checkpoint(
@@ -73,10 +73,10 @@ def promote(
         model_version=version,
         checkpoint=str(folder),
     )
-    return Promotion(name, trial, alias, folder, version, uri, tracking_uri)
+    return PromotionOutcome(name, trial, alias, folder, version, uri, tracking_uri)
 
 
-def describe(promotion: Promotion) -> str:
+def describe(promotion: PromotionOutcome) -> str:
     lines = [
         f"promoted {promotion.name} trial {promotion.number} as @{promotion.alias}"
         + (f" (MLflow model version {promotion.model_version})" if promotion.model_version else ""),

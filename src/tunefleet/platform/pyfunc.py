@@ -1,8 +1,8 @@
 """A tunefleet checkpoint as an MLflow ``pyfunc`` model.
 
-``register_checkpoint`` (``tunefleet.platform.registry``) saves a :class:`CheckpointModel` with
-the checkpoint folder as the artifact ``checkpoint`` (and, for methods whose checkpoint holds only
-an adapter, the pretrained body as ``base_model``). Anyone can then run it with
+``register_checkpoint`` (``tunefleet.platform.model_registry``) saves a
+:class:`CheckpointModel` with the checkpoint folder as the artifact ``checkpoint`` (and, for
+methods whose checkpoint is not self-contained, the pretrained body as ``base_model``). Anyone can then run it with
 ``mlflow.pyfunc.load_model("models:/NAME@ALIAS").predict(texts)``.
 
 Importing this module is cheap (pandas + mlflow.pyfunc): torch, transformers and peft are imported

@@ -16,7 +16,7 @@ from typing import Any
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from tunefleet.errors import IntegrityError, NotFoundError
+from tunefleet.errors import CheckpointError, NotFoundError
 
 MANIFEST = "tunefleet.json"
 EVALUATION = "evaluation.json"
@@ -100,9 +100,9 @@ def hash_folder(folder: Path) -> dict[str, str]:
 
 
 def verify(folder: Path, expected: Mapping[str, str]) -> None:
-    """IntegrityError naming each file that is missing, extra or changed since it was written."""
+    """CheckpointError naming each file that is missing, extra or changed since it was written."""
     if not folder.is_dir():
-        raise IntegrityError(f"checkpoint folder {folder} is missing")
+        raise CheckpointError(f"checkpoint folder {folder} is missing")
     actual = hash_folder(folder)
     problems = [f"missing {name}" for name in expected if name not in actual]
     problems += [f"unexpected {name}" for name in actual if name not in expected]
@@ -110,7 +110,7 @@ def verify(folder: Path, expected: Mapping[str, str]) -> None:
         f"changed {name}" for name in expected if name in actual and actual[name] != expected[name]
     ]
     if problems:
-        raise IntegrityError(
+        raise CheckpointError(
             f"checkpoint {folder} does not match its recorded hashes: " + "; ".join(problems)
         )
 

@@ -32,7 +32,7 @@ from transformers import (
 
 from support.trials import trial_request
 from tunefleet.config import AdapterConfig, TrainConfig, parse_config
-from tunefleet.errors import ConfigError, IntegrityError
+from tunefleet.errors import CheckpointError, ConfigError
 from tunefleet.trainers.checkpoint import load_checkpoint
 from tunefleet.trainers.methods import get_method
 from tunefleet.trainers.methods.adapter import CONFIG, WEIGHTS, Adapted, trained_names
@@ -235,7 +235,7 @@ def test_load_refuses_missing_and_unexpected_tensors(tmp_path: Path, tiny_gpt2: 
     tensors.pop(dropped)
     tensors["transformer.wte.weight"] = torch.zeros(1)
     save_file(tensors, str(tmp_path / WEIGHTS))
-    with pytest.raises(IntegrityError, match=rf"missing {dropped}.*unexpected transformer\.wte"):
+    with pytest.raises(CheckpointError, match=rf"missing {dropped}.*unexpected transformer\.wte"):
         method.load(tmp_path, lambda: classifier(tiny_gpt2))
 
 

@@ -123,7 +123,7 @@ class Best(Base):
     updated: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
 
-class Promotion(Base):
+class PromotionRow(Base):
     __tablename__ = "tf_promotions"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from tunefleet.errors import NotFoundError
 from tunefleet.platform.store.engine import create_store_engine, retry_locked
-from tunefleet.platform.store.models import Base, Best, Promotion, Sweep, Trial, utcnow
+from tunefleet.platform.store.models import Base, Best, PromotionRow, Sweep, Trial, utcnow
 from tunefleet.redaction import redact_url
 
 T = TypeVar("T")
@@ -766,7 +766,7 @@ class Store:
         def op(conn: Connection) -> PromotionRecord:
             created = utcnow()
             conn.execute(
-                insert(Promotion).values(
+                insert(PromotionRow).values(
                     sweep_id=self._sweep_id(conn, name),
                     number=number,
                     alias=alias,
@@ -802,9 +802,9 @@ class Store:
             sweep_id = self._sweep_id(conn, name)
             # By id, not by time: ids grow with each insert, while hosts' clocks may disagree.
             row = conn.execute(
-                select(Promotion.__table__)
-                .where(Promotion.sweep_id == sweep_id, Promotion.alias == alias)
-                .order_by(Promotion.id.desc())
+                select(PromotionRow.__table__)
+                .where(PromotionRow.sweep_id == sweep_id, PromotionRow.alias == alias)
+                .order_by(PromotionRow.id.desc())
                 .limit(1)
             ).one_or_none()
             return None if row is None else _promotion_record(name, row)
@@ -823,9 +823,9 @@ class Store:
         def op(conn: Connection) -> list[PromotionRecord]:
             sweep_id = self._sweep_id(conn, name)
             rows = conn.execute(
-                select(Promotion.__table__)
-                .where(Promotion.sweep_id == sweep_id)
-                .order_by(Promotion.id)
+                select(PromotionRow.__table__)
+                .where(PromotionRow.sweep_id == sweep_id)
+                .order_by(PromotionRow.id)
             )
             return [_promotion_record(name, row) for row in rows]
 

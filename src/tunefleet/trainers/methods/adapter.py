@@ -29,7 +29,7 @@ from transformers import PreTrainedModel
 from transformers.pytorch_utils import Conv1D
 
 from tunefleet.config import AdapterConfig, TrainConfig
-from tunefleet.errors import ConfigError, IntegrityError
+from tunefleet.errors import CheckpointError, ConfigError
 from tunefleet.trainers.methods.base import BaseFactory, MethodBase
 from tunefleet.trainers.methods.registry import register
 
@@ -238,13 +238,13 @@ class Adapter(MethodBase):
         layout = Layout.read(folder)
         model: nn.Module = base()  # typed as a Module: PreTrainedModel.eval() is untyped
         if _model_type(model) != layout.model_type:
-            raise IntegrityError(
+            raise CheckpointError(
                 f"{folder} holds adapters for model type {layout.model_type!r}, "
                 f"but the base model is {_model_type(model)!r}"
             )
         missing_sites = [m for m in layout.modules if not _has_module(model, m)]
         if missing_sites:
-            raise IntegrityError(
+            raise CheckpointError(
                 f"{folder / CONFIG} names modules the base model lacks: {missing_sites}"
             )
         insert(model, layout.modules, layout.size, layout.activation)
@@ -278,7 +278,7 @@ def _load_exact(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path) 
         if name in expected and tensor.shape != params[name].shape
     ]
     if problems:
-        raise IntegrityError(f"{path} does not fit the base model: " + "; ".join(problems))
+        raise CheckpointError(f"{path} does not fit the base model: " + "; ".join(problems))
     with torch.no_grad():
         for name, tensor in tensors.items():
             params[name].copy_(tensor)

@@ -23,14 +23,14 @@ from transformers import PreTrainedModel
 
 from support.mlflow_server import MlflowServer
 from tunefleet.config import METHODS, TrainConfig, parse_config
-from tunefleet.errors import IntegrityError
+from tunefleet.errors import CheckpointError
+from tunefleet.platform.model_registry import PROMOTION_TAG, RegisteredModel, register_checkpoint
 from tunefleet.platform.pyfunc import (
     BASE_MODEL_ARTIFACT,
     CHECKPOINT_ARTIFACT,
     CheckpointModel,
     load_predictor,
 )
-from tunefleet.platform.registry import PROMOTION_TAG, RegisteredModel, register_checkpoint
 from tunefleet.trainers.checkpoint import Manifest, hash_folder, write_checkpoint
 from tunefleet.trainers.methods import get_method
 from tunefleet.trainers.model import load_classifier, load_tokenizer
@@ -366,7 +366,7 @@ def test_alias_moves_to_the_newest_registration(trained: Trained, sqlite_uri: st
 def test_changed_checkpoint_is_not_registered(trained: Trained, sqlite_uri: str) -> None:
     hashes = hash_folder(trained.checkpoints["full"])
     hashes["config.json"] = "0" * 64
-    with pytest.raises(IntegrityError, match=r"changed config\.json"):
+    with pytest.raises(CheckpointError, match=r"changed config\.json"):
         register_checkpoint(
             tracking_uri=sqlite_uri,
             model_name="tampered",

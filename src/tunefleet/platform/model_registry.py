@@ -92,7 +92,7 @@ def register_checkpoint(
     ``run_id`` the model goes to that run's experiment and ``experiment_name`` is unused.
 
     ``sha256`` (relative path -> digest, as ``write_checkpoint`` returned) is checked against the
-    folder before anything is written (IntegrityError on mismatch); either way the copy that is
+    folder before anything is written (CheckpointError on mismatch); either way the copy that is
     uploaded is checked against the folder, so a checkpoint replaced mid-copy is never registered.
 
     The version carries the tags ``tunefleet.checkpoint`` (absolute path),
