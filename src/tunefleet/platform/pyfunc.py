@@ -2,8 +2,8 @@
 
 ``register_checkpoint`` (``tunefleet.platform.model_registry``) saves a
 :class:`CheckpointModel` with the checkpoint folder as the artifact ``checkpoint`` (and, for
-methods whose checkpoint is not self-contained, the pretrained body as ``base_model``). Anyone can then run it with
-``mlflow.pyfunc.load_model("models:/NAME@ALIAS").predict(texts)``.
+methods whose checkpoint is not self-contained, the pretrained body as ``base_model``). Anyone
+can then run it with ``mlflow.pyfunc.load_model("models:/NAME@ALIAS").predict(texts)``.
 
 Importing this module is cheap (pandas + mlflow.pyfunc): torch, transformers and peft are imported
 only when MLflow loads the model, so registry code and CLIs that merely reference the class stay
