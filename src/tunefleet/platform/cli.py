@@ -14,12 +14,15 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunefleet.config import describe_options, json_schema, load_config
 from tunefleet.errors import ConfigError, TunefleetError
 from tunefleet.platform.layout import Layout
 from tunefleet.secrets import SECRETS_ENV, redact_text, secret_params
+
+if TYPE_CHECKING:
+    from tunefleet.platform.sync import SpoolSync
 
 DEFAULT_OUT = "runs"
 DESCRIPTION = "Hyperparameter sweeps for fine-tuning transformers, tracked end to end."
@@ -208,29 +211,39 @@ def cmd_sync(args: argparse.Namespace) -> int:
     if args.config is not None:
         known.add(load_config(args.config).tracking.mlflow.tracking_uri)
     store = _existing_store(args) if args.db or (layout.out / "tunefleet.db").is_file() else None
-    if args.name and not layout.spool_dir(args.name).is_dir():
-        from tunefleet.errors import NotFoundError
-
-        found = sorted(p.name for p in layout.spool_root.glob("*") if p.is_dir())
-        raise NotFoundError(
-            f"no spools of sweep {args.name!r} under {layout.spool_root}; "
-            + (f"sweeps with spools: {', '.join(found)}" if found else "none there at all")
-        )
+    if args.name:
+        _require_spools(layout, args.name)
     results = sync(layout, name=args.name, known_uris=known, store=store)
     if not results:
         print(f"no spools under {layout.spool_root}: nothing to send")
         return 0
     for result in results:
-        if result.skipped:
-            print(f"{result.spool.name}: skipped, {result.skipped}")
-            continue
-        sent = ", ".join(f"{k} {v}" for k, v in sorted(result.sent.items())) or "nothing"
-        line = f"{result.spool.parent.name}/{result.spool.name}: sent {sent}"
-        left = {k: v for k, v in result.left.items() if v}
-        if left or result.errors:
-            line += f"; left {left or ''} {result.errors}"
-        print(line)
+        print(_sync_line(result))
     return 0 if all(r.complete or r.skipped for r in results) else 1
+
+
+def _require_spools(layout: Layout, name: str) -> None:
+    if layout.spool_dir(name).is_dir():
+        return
+    from tunefleet.errors import NotFoundError
+
+    found = sorted(p.name for p in layout.spool_root.glob("*") if p.is_dir())
+    raise NotFoundError(
+        f"no spools of sweep {name!r} under {layout.spool_root}; "
+        + (f"sweeps with spools: {', '.join(found)}" if found else "none there at all")
+    )
+
+
+def _sync_line(result: SpoolSync) -> str:
+    """What ``tunefleet sync`` prints of one spool."""
+    if result.skipped:
+        return f"{result.spool.name}: skipped, {result.skipped}"
+    sent = ", ".join(f"{k} {v}" for k, v in sorted(result.sent.items())) or "nothing"
+    line = f"{result.spool.parent.name}/{result.spool.name}: sent {sent}"
+    left = {k: v for k, v in result.left.items() if v}
+    if left or result.errors:
+        line += f"; left {left or ''} {result.errors}"
+    return line
 
 
 def cmd_status(args: argparse.Namespace) -> int:
