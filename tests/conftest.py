@@ -6,9 +6,12 @@ from __future__ import annotations
 import csv
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from support.postgres import postgres_server
 
 os.environ.update(
     {
@@ -25,6 +28,14 @@ os.environ.update(
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = Path(__file__).resolve().parent / "assets"
 EXAMPLE_DATA = ROOT / "examples" / "data"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """The admin URL of the PostgreSQL the tests use: the machine's, or a throwaway one started
+    for the session when none answers (tests/support/postgres.py says which, and how to pick)."""
+    with postgres_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

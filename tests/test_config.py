@@ -3,20 +3,20 @@ that names the key path (or file and column) and what is allowed."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
+from support.cli import run_cli
+from support.configs import write_config
 from tunefleet.config import apply_params, describe_options, load_config, parse_config
 from tunefleet.errors import ConfigError
 from tunefleet.platform.cli import main
 
 
-def write_config(tmp_path: Path, data_file: Path, **sections: Any) -> Path:
+def config_file(tmp_path: Path, data_file: Path, **sections: Any) -> Path:
+    """A minimal valid config, its sections updated by ``sections``."""
     config: dict[str, Any] = {
         "name": "t",
         "model": {"name_or_path": "minilm"},
@@ -27,9 +27,7 @@ def write_config(tmp_path: Path, data_file: Path, **sections: Any) -> Path:
             config[key] = {**config[key], **value}
         else:
             config[key] = value
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return write_config(tmp_path, config)
 
 
 def validate(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -41,7 +39,7 @@ def validate(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
 def test_a_valid_config_passes(
     tmp_path: Path, sentiment_csv: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out = validate(write_config(tmp_path, sentiment_csv), capsys)
+    code, out = validate(config_file(tmp_path, sentiment_csv), capsys)
     assert code == 0, out
     assert "128 train / 32 eval rows" in out and "labels ['0', '1']" in out
 
@@ -77,7 +75,7 @@ def test_schema_mistakes(
     where: str,
     what: str,
 ) -> None:
-    code, out = validate(write_config(tmp_path, sentiment_csv, **sections), capsys)
+    code, out = validate(config_file(tmp_path, sentiment_csv, **sections), capsys)
     assert code == 2
     assert f"{where}: " in out and what in out, out
 
@@ -143,7 +141,7 @@ def test_search_space_mistakes(
     where: str,
     what: str,
 ) -> None:
-    path = write_config(tmp_path, sentiment_csv, search={"space": space})
+    path = config_file(tmp_path, sentiment_csv, search={"space": space})
     code, out = validate(path, capsys)
     assert code == 2
     assert where in out and what in out, out
@@ -152,7 +150,7 @@ def test_search_space_mistakes(
 def test_grid_needs_a_finite_grid(
     tmp_path: Path, sentiment_csv: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = write_config(
+    path = config_file(
         tmp_path,
         sentiment_csv,
         search={"sampler": "grid", "space": {"train.learning_rate": {"low": 1e-5, "high": 1e-3}}},
@@ -200,7 +198,7 @@ def test_data_mistakes(
     data = tmp_path / "data.csv"
     if content is not None:
         data.write_text(content)
-    code, out = validate(write_config(tmp_path, data, **sections), capsys)
+    code, out = validate(config_file(tmp_path, data, **sections), capsys)
     assert code == 2
     assert str(data) in out and what in out, out
 
@@ -209,7 +207,7 @@ def test_unsupported_data_suffix_names_allowed_ones(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = _csv(tmp_path, "text\tlabel\n", "data.tsv")
-    code, out = validate(write_config(tmp_path, data), capsys)
+    code, out = validate(config_file(tmp_path, data), capsys)
     assert code == 2 and "data.train" in out and ".csv, .jsonl" in out
 
 
@@ -221,7 +219,7 @@ def test_jsonl_and_string_labels_are_read(
         for i in range(30)
     ]
     data = _csv(tmp_path, "\n".join(lines) + "\n", "data.jsonl")
-    code, out = validate(write_config(tmp_path, data), capsys)
+    code, out = validate(config_file(tmp_path, data), capsys)
     assert code == 0, out
     assert "labels ['ham', 'spam']" in out
 
@@ -231,7 +229,7 @@ def test_eval_labels_must_occur_in_train(
 ) -> None:
     evaluation = _csv(tmp_path, "text,label\nhi,1\nho,7\n", "eval.csv")
     code, out = validate(
-        write_config(tmp_path, sentiment_csv, data={"eval": str(evaluation)}), capsys
+        config_file(tmp_path, sentiment_csv, data={"eval": str(evaluation)}), capsys
     )
     assert code == 2 and "data.eval" in out and "['7']" in out
 
@@ -239,7 +237,7 @@ def test_eval_labels_must_occur_in_train(
 def test_packaged_or_local_model_must_exist(
     tmp_path: Path, sentiment_csv: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = write_config(tmp_path, sentiment_csv, model={"name_or_path": str(tmp_path / "nowhere")})
+    path = config_file(tmp_path, sentiment_csv, model={"name_or_path": str(tmp_path / "nowhere")})
     code, out = validate(path, capsys)
     assert code == 2 and "model.name_or_path" in out and "config.json" in out
 
@@ -292,12 +290,9 @@ def test_apply_params_validates_like_the_yaml(sentiment_csv: Path) -> None:
 def test_every_option_is_documented_and_in_help() -> None:
     rows = describe_options()
     assert all(description for _, _, description in rows), [k for k, _, d in rows if not d]
-    help_text = subprocess.run(
-        [sys.executable, "-m", "tunefleet", "sweep", "--help"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    shown = run_cli("sweep", "--help")
+    assert shown.returncode == 0, shown.stderr
+    help_text = shown.stdout
     for key, _, _ in rows:
         assert f"  {key}  (" in help_text, key
 
@@ -311,6 +306,6 @@ def test_schema_command_prints_json_schema(capsys: pytest.CaptureFixture[str]) -
 
 
 def test_load_config_overrides(tmp_path: Path, sentiment_csv: Path) -> None:
-    path = write_config(tmp_path, sentiment_csv)
+    path = config_file(tmp_path, sentiment_csv)
     config = load_config(path, overrides={"name": "other", "search.trials": 3})
     assert (config.name, config.search.trials) == ("other", 3)

@@ -8,14 +8,14 @@ import io
 import json
 import logging
 import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
+from support.cli import run_cli
+from support.configs import write_config
 from tunefleet.config import (
     SweepConfig,
     apply_params,
@@ -206,9 +206,7 @@ def _config_data(train: Path) -> dict[str, Any]:
 
 @pytest.fixture
 def secret_yaml(tmp_path: Path, sentiment_csv: Path) -> Path:
-    path = tmp_path / "secret.yaml"
-    path.write_text(yaml.safe_dump(_config_data(sentiment_csv)))
-    return path
+    return write_config(tmp_path, _config_data(sentiment_csv), name="secret")
 
 
 def test_a_config_dump_holds_neither_secret_but_the_model_keeps_them(secret_yaml: Path) -> None:
@@ -363,10 +361,7 @@ def test_a_local_model_with_a_token_loads_offline(tiny_model: Path) -> None:
 
 
 def test_worker_help_lists_its_config_option() -> None:
-    text = subprocess.run(
-        [sys.executable, "-m", "tunefleet", "worker", "--help"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    shown = run_cli("worker", "--help")
+    assert shown.returncode == 0, shown.stderr
+    text = shown.stdout
     assert "--config" in text and SECRETS_ENV in text

@@ -4,16 +4,14 @@ checkpoint, any other file the sweep writes, or its output."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-import yaml
 
+from support.cli import run_cli
+from support.configs import write_config
 from support.postgres import fresh_database
 
 pytestmark = pytest.mark.slow
@@ -25,8 +23,8 @@ SECRETS = (TOKEN, PASSWORD)
 
 
 @pytest.fixture
-def mlflow_uri() -> Iterator[str]:
-    with fresh_database("tf_secrets", password=PASSWORD) as url:
+def mlflow_uri(postgres_url: str) -> Iterator[str]:
+    with fresh_database(postgres_url, "tf_secrets", password=PASSWORD) as url:
         yield url
 
 
@@ -63,42 +61,28 @@ def test_no_secret_leaves_a_sweep(
     from mlflow.tracking import MlflowClient
 
     out = tmp_path / "runs"
-    config = tmp_path / "secret.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "name": "secrets",
-                "model": {"name_or_path": str(tiny_model), "token": TOKEN},
-                "data": {"train": str(sentiment_csv), "test_fraction": 0.2, "max_length": 32},
-                "train": {"epochs": 1, "batch_size": 32, "learning_rate": 3e-3},
-                "search": {
-                    "trials": 1,
-                    "sampler": "random",
-                    "pruner": "none",
-                    "space": {"train.lora.r": {"choices": [2, 4]}},
-                },
-                "tracking": {
-                    "mlflow": {"enabled": True, "tracking_uri": mlflow_uri},
-                    "wandb": {"enabled": True, "mode": "offline"},
-                },
-            }
-        )
-    )
-    result = subprocess.run(
-        [sys.executable, "-m", "tunefleet", "sweep", str(config), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        # MLflow puts a database backend's artifacts under the working directory.
-        cwd=tmp_path,
-        env={
-            **os.environ,
-            "MLFLOW_DISABLE_TELEMETRY": "true",
-            "WANDB_MODE": "offline",
-            "HF_HUB_OFFLINE": "1",
-            "PYTHONUNBUFFERED": "1",
+    config = write_config(
+        tmp_path,
+        {
+            "name": "secrets",
+            "model": {"name_or_path": str(tiny_model), "token": TOKEN},
+            "data": {"train": str(sentiment_csv), "test_fraction": 0.2, "max_length": 32},
+            "train": {"epochs": 1, "batch_size": 32, "learning_rate": 3e-3},
+            "search": {
+                "trials": 1,
+                "sampler": "random",
+                "pruner": "none",
+                "space": {"train.lora.r": {"choices": [2, 4]}},
+            },
+            "tracking": {
+                "mlflow": {"enabled": True, "tracking_uri": mlflow_uri},
+                "wandb": {"enabled": True, "mode": "offline"},
+            },
         },
-        timeout=600,
+        name="secret",
     )
+    # MLflow puts a database backend's artifacts under the working directory.
+    result = run_cli("sweep", str(config), "--out", str(out), cwd=tmp_path, timeout=600)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert not _leaks(output), output

@@ -1,17 +1,15 @@
 """Conformance tests of the SQL store against real databases: a SQLite file and PostgreSQL.
 
-PostgreSQL must be reachable (CI always runs it): each test gets a fresh database, created on
-the server at ``TUNEFLEET_TEST_POSTGRES_URL`` (default: trust auth as ``postgres`` on
-127.0.0.1:5432) and dropped afterwards. These tests fail rather than skip when it is down.
+Each PostgreSQL test gets a fresh database, created on the suite's server (the
+``postgres_url`` fixture: the machine's, or a throwaway one; see tests/support/postgres.py) and
+dropped afterwards. These tests fail rather than skip when no server can be had.
 """
 
 from __future__ import annotations
 
 import math
 import multiprocessing
-import os
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta, timezone
@@ -25,6 +23,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
+from support.postgres import fresh_database
 from tunefleet.errors import NotFoundError
 from tunefleet.platform.store import (
     BestRecord,
@@ -35,10 +34,6 @@ from tunefleet.platform.store import (
 )
 from tunefleet.platform.store.engine import create_store_engine
 from tunefleet.platform.store.store import MIGRATIONS_DIR
-
-POSTGRES_SERVER_URL = os.environ.get(
-    "TUNEFLEET_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-)
 
 _SCRIPTS = Config()
 _SCRIPTS.set_main_option("script_location", str(MIGRATIONS_DIR))
@@ -53,23 +48,6 @@ _PROCESS_TIMEOUT_S = 60
 # Fixtures
 
 
-def _fresh_postgres_database() -> Iterator[str]:
-    server = make_url(POSTGRES_SERVER_URL)
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    database = f"tf_test_{uuid.uuid4().hex}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{database}"'))
-        yield server.set(database=database).render_as_string(hide_password=False)
-    finally:
-        try:
-            with admin.connect() as conn:
-                # FORCE: Optuna's and the store's pools may still hold connections.
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-        finally:
-            admin.dispose()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_url_any(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
     """A URL of an empty database, once per supported backend."""
@@ -78,12 +56,14 @@ def store_url_any(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str
         (tmp_path / "runs").mkdir()
         yield f"sqlite:///{tmp_path / 'runs' / 'tunefleet.db'}"
     else:
-        yield from _fresh_postgres_database()
+        with fresh_database(request.getfixturevalue("postgres_url"), "tf_test") as url:
+            yield url
 
 
 @pytest.fixture
-def store_url_postgres() -> Iterator[str]:
-    yield from _fresh_postgres_database()
+def store_url_postgres(postgres_url: str) -> Iterator[str]:
+    with fresh_database(postgres_url, "tf_test") as url:
+        yield url
 
 
 @pytest.fixture

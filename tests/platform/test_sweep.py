@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +17,14 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from support.cli import TUNEFLEET, cli_env, run_cli
+from support.configs import write_config
+from support.waiting import wait_for
 from support.wandb_offline import history, offline_runs, run_info
 from tunefleet.platform.store import Store
 from tunefleet.trainers.checkpoint import hash_folder
 
 pytestmark = pytest.mark.slow
-
-ENV = {
-    **os.environ,
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "WANDB_MODE": "offline",
-    "HF_HUB_OFFLINE": "1",
-    "PYTHONUNBUFFERED": "1",
-}
 
 
 def sweep_config(tmp_path: Path, model: Path, data: Path, name: str, **search: Any) -> Path:
@@ -53,19 +47,7 @@ def sweep_config(tmp_path: Path, model: Path, data: Path, name: str, **search: A
         },
         "tracking": {"mlflow": {"enabled": True}, "wandb": {"enabled": True, "mode": "offline"}},
     }
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tunefleet", *args],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=timeout,
-    )
+    return write_config(tmp_path, config, name=name)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +56,7 @@ def swept(
 ) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("sweep")
     out = tmp / "runs"
-    result = cli(
+    result = run_cli(
         "sweep",
         str(sweep_config(tmp, tiny_model, sentiment_csv, "e2e")),
         "--out",
@@ -170,7 +152,7 @@ def test_store_holds_best_params_and_checkpoint_hashes(swept: dict[str, Any]) ->
 
 
 def test_status_json(swept: dict[str, Any]) -> None:
-    result = cli("status", "e2e", "--out", str(swept["out"]), "--json")
+    result = run_cli("status", "e2e", "--out", str(swept["out"]), "--json")
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
     assert status["name"] == "e2e" and len(status["trials"]) == 3
@@ -194,7 +176,7 @@ def test_status_json(swept: dict[str, Any]) -> None:
 
 def test_compare_prints_sorted_table_and_writes_report(swept: dict[str, Any]) -> None:
     report = swept["tmp"] / "report.html"
-    result = cli("compare", "e2e", "--out", str(swept["out"]), "--html", str(report))
+    result = run_cli("compare", "e2e", "--out", str(swept["out"]), "--html", str(report))
     assert result.returncode == 0, result.stderr
     rows = [line.split() for line in result.stdout.splitlines()[1:4]]
     values = [float(row[2]) for row in rows]
@@ -206,7 +188,7 @@ def test_compare_prints_sorted_table_and_writes_report(swept: dict[str, Any]) ->
 
 def test_promote_then_predict_and_load_with_mlflow(swept: dict[str, Any]) -> None:
     out = str(swept["out"])
-    result = cli("promote", "e2e", "--out", out)
+    result = run_cli("promote", "e2e", "--out", out)
     assert result.returncode == 0, result.stderr
     store = Store(f"sqlite:///{swept['out'] / 'tunefleet.db'}")
     promotion = store.promotion("e2e", alias="champion")
@@ -214,8 +196,8 @@ def test_promote_then_predict_and_load_with_mlflow(swept: dict[str, Any]) -> Non
     assert promotion is not None and best is not None and promotion.number == best.number
     assert "mlflow.pyfunc.load_model('models:/e2e@champion')" in result.stdout
     texts = ["wonderful place, great food", "cold food and rude staff"]
-    by_alias = cli("predict", "e2e@champion", *texts, "--out", out, "--json")
-    by_folder = cli("predict", promotion.checkpoint, *texts, "--json")
+    by_alias = run_cli("predict", "e2e@champion", *texts, "--out", out, "--json")
+    by_folder = run_cli("predict", promotion.checkpoint, *texts, "--json")
     assert by_alias.returncode == 0, by_alias.stderr
     assert by_alias.stdout == by_folder.stdout
     predicted = [json.loads(line) for line in by_alias.stdout.splitlines()]
@@ -228,7 +210,7 @@ def test_promote_then_predict_and_load_with_mlflow(swept: dict[str, Any]) -> Non
         capture_output=True,
         text=True,
         timeout=300,
-        env={**ENV, "MLFLOW_TRACKING_URI": f"sqlite:///{swept['out'] / 'mlflow.db'}"},
+        env=cli_env(MLFLOW_TRACKING_URI=f"sqlite:///{swept['out'] / 'mlflow.db'}"),
     )
     assert loaded.returncode == 0, loaded.stderr
     rows = json.loads(loaded.stdout.splitlines()[-1])
@@ -244,7 +226,7 @@ def test_promote_refuses_a_tampered_checkpoint(swept: dict[str, Any]) -> None:
     original = manifest.read_text()
     manifest.write_text(original.replace('"method"', '"method" ', 1))
     try:
-        result = cli(
+        result = run_cli(
             "promote",
             "e2e",
             "--out",
@@ -265,33 +247,31 @@ def test_resume_after_a_killed_sweep(tmp_path: Path, tiny_model: Path, sentiment
     config = sweep_config(tmp_path, tiny_model, sentiment_csv, "resume", trials=3)
     out, db = tmp_path / "runs", f"sqlite:///{tmp_path / 'runs' / 'tunefleet.db'}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tunefleet", "sweep", str(config), "--out", str(out)],
-        env=ENV,
+        [*TUNEFLEET, "sweep", str(config), "--out", str(out)],
+        env=cli_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    deadline = time.time() + 240
+
+    def second_trial_running() -> bool:
+        if not (tmp_path / "runs" / "tunefleet.db").exists():
+            return False
+        try:
+            states = [t.state for t in Store(db).trials("resume")]
+        except Exception:  # the sweep record may not exist yet
+            return False
+        return states[:2] == ["COMPLETE", "RUNNING"]
+
     try:
-        while time.time() < deadline:
-            time.sleep(0.5)
-            if not (tmp_path / "runs" / "tunefleet.db").exists():
-                continue
-            try:
-                states = [t.state for t in Store(db).trials("resume")]
-            except Exception:  # the sweep record may not exist yet
-                continue
-            if states[:2] == ["COMPLETE", "RUNNING"]:
-                break
-        else:
-            pytest.fail("trial 1 never started")
+        wait_for(second_trial_running, timeout_s=240, every_s=0.5, what="trial 1 to start")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     first = Store(db).trial("resume", 0)
     assert first is not None and first.checkpoint_sha256
 
-    result = cli("sweep", str(config), "--out", str(out))
+    result = run_cli("sweep", str(config), "--out", str(out))
     assert result.returncode == 0, result.stdout + result.stderr
     trials = optuna.load_study(study_name="resume", storage=db).trials
     assert [t.state for t in trials][:2] == [TrialState.COMPLETE, TrialState.FAIL]
@@ -301,8 +281,8 @@ def test_resume_after_a_killed_sweep(tmp_path: Path, tiny_model: Path, sentiment
 
     changed = yaml.safe_load(config.read_text())
     changed["train"]["epochs"] = 5
-    config.write_text(yaml.safe_dump(changed))
-    refused = cli("sweep", str(config), "--out", str(out))
+    write_config(tmp_path, changed, name="resume")
+    refused = run_cli("sweep", str(config), "--out", str(out))
     assert refused.returncode == 2
     assert (
         "already exists with a different config" in refused.stderr

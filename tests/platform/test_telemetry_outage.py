@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +17,12 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
+from support.cli import TUNEFLEET, cli_env, run_cli
+from support.configs import write_config
 from support.mlflow_server import MlflowServer
+from support.ports import free_port
 from support.trials import tiny_config
+from support.waiting import wait_for
 from tunefleet.config import SweepConfig, parse_config, set_path
 from tunefleet.platform.launcher import prepare_sweep
 from tunefleet.platform.layout import Layout
@@ -29,18 +32,6 @@ from tunefleet.tracking.events import End, Point
 from tunefleet.tracking.spool import Cursors, read_header, read_items, sibling
 
 pytestmark = pytest.mark.slow
-
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
-
-
-def tunefleet(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tunefleet", *args],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=300,
-    )
 
 
 def outage_config(model: Path, data: Path, name: str, **tracking: Any) -> SweepConfig:
@@ -80,13 +71,6 @@ def mlflow_points(client: MlflowClient, run_id: str) -> Counter[tuple[str, int, 
         for key in run.data.metrics
         for m in client.get_metric_history(run_id, key)
     )
-
-
-def wait_for(condition: Any, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def evaluated(layout: Layout, name: str) -> bool:
@@ -136,7 +120,7 @@ def test_a_killed_server_neither_blocks_training_nor_loses_a_point(
     connections = Connections(server.port)
 
     def kill_after_first_evaluation() -> None:
-        wait_for(lambda: evaluated(layout, "outage"))
+        wait_for(lambda: evaluated(layout, "outage"), what="the first evaluation in the spool")
         server.kill()
 
     killer = threading.Thread(target=kill_after_first_evaluation)
@@ -157,7 +141,7 @@ def test_a_killed_server_neither_blocks_training_nor_loses_a_point(
     assert connections.threads and "MainThread" not in connections.threads
 
     server.start().wait()
-    result = tunefleet("sync", "outage", "--out", str(layout.out))
+    result = run_cli("sync", "outage", "--out", str(layout.out))
     assert result.returncode == 0, result.stdout + result.stderr
     client = MlflowClient(tracking_uri=server.url)
     run_id = store.trial("outage", 0).mlflow_run_id
@@ -196,8 +180,6 @@ def _value(path: Path, key: str, step: int) -> float:
 def test_a_killed_worker_leaves_a_spool_that_replays(
     tmp_path: Path, tiny_model: Path, sentiment_csv: Path
 ) -> None:
-    import yaml
-
     out = tmp_path / "runs"
     layout = Layout.at(out)
     config = outage_config(tiny_model, sentiment_csv, "killed").model_dump(mode="json")
@@ -205,17 +187,19 @@ def test_a_killed_worker_leaves_a_spool_that_replays(
     # The next worker joins its replay for at most this long before exiting: on a loaded
     # 2-core machine, 2 s can cut the replay short (the spool would then wait for `sync`).
     config["tracking"]["sink_wait_s"] = 60
-    path = tmp_path / "killed.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = write_config(tmp_path, config, name="killed")
     sweep = subprocess.Popen(
-        [sys.executable, "-m", "tunefleet", "sweep", str(path), "--out", str(out)],
-        env=ENV,
+        [*TUNEFLEET, "sweep", str(path), "--out", str(out)],
+        env=cli_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
     try:
-        wait_for(lambda: layout.spool_dir("killed").is_dir() and evaluated(layout, "killed"))
+        wait_for(
+            lambda: layout.spool_dir("killed").is_dir() and evaluated(layout, "killed"),
+            what="the first evaluation in the spool",
+        )
     finally:
         os.killpg(sweep.pid, signal.SIGKILL)  # the launcher and its worker, mid-trial
         sweep.wait()
@@ -225,7 +209,7 @@ def test_a_killed_worker_leaves_a_spool_that_replays(
     assert not any(isinstance(i.event, End) for i in read_items(spool))
 
     # The next worker to start replays it (this one finds the budget spent and stops).
-    worker = tunefleet("worker", "killed", "--out", str(out))
+    worker = run_cli("worker", "killed", "--out", str(out))
     assert worker.returncode == 0, worker.stdout + worker.stderr
     assert spooled_points(spool) == survived  # the replay added no point, only the end
     client = MlflowClient(tracking_uri=f"sqlite:///{layout.out / 'mlflow.db'}")
@@ -237,26 +221,19 @@ def test_a_killed_worker_leaves_a_spool_that_replays(
     assert mlflow_points(client, run.info.run_id) == survived
     assert run.info.status == "FAILED"  # its worker died: the replay closed the run
     assert Store(layout.db_url).trial("killed", 0).mlflow_run_id == run.info.run_id
-    synced = tunefleet("sync", "killed", "--out", str(out))
+    synced = run_cli("sync", "killed", "--out", str(out))
     assert synced.returncode == 0 and "sent mlflow 0" in synced.stdout, synced.stdout
 
 
 def test_a_tracker_down_at_sweep_start_is_a_clear_error(
     tmp_path: Path, tiny_model: Path, sentiment_csv: Path
 ) -> None:
-    import socket
-
-    import yaml
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # nothing listens once it is closed
+    port = free_port()
     uri = f"http://user:pw123@127.0.0.1:{port}"
     config = outage_config(tiny_model, sentiment_csv, "down").model_dump(mode="json")
     config["tracking"]["mlflow"]["tracking_uri"] = uri  # a dump holds the password redacted
-    path = tmp_path / "down.yaml"
-    path.write_text(yaml.safe_dump(config))
-    result = tunefleet("sweep", str(path), "--out", str(tmp_path / "runs"))
+    path = write_config(tmp_path, config, name="down")
+    result = run_cli("sweep", str(path), "--out", str(tmp_path / "runs"))
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"MLflow at http://user:***@127.0.0.1:{port} cannot be reached" in result.stderr
     assert "tracking.mlflow.enabled: false" in result.stderr

@@ -3,16 +3,14 @@ W&B's offline history and MLflow both hold every spooled step."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 
+from support.cli import run_cli
+from support.configs import write_config
 from support.trials import tiny_config
 from support.wandb_offline import history, offline_runs, run_info
 from tunefleet.platform.layout import Layout
@@ -31,16 +29,9 @@ def test_train_runs_one_tracked_run_without_a_sweep(
     config["name"] = "single"
     config["search"]["space"] = {"train.learning_rate": {"low": 1e-4, "high": 1e-2}}
     config["tracking"]["system_every_s"] = 0.2
-    path = tmp_path / "single.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = write_config(tmp_path, config, name="single")
     out = tmp_path / "runs"
-    result = subprocess.run(
-        [sys.executable, "-m", "tunefleet", "train", str(path), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        timeout=300,
-    )
+    result = run_cli("train", str(path), "--out", str(out))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "search.space is ignored" in result.stdout
     assert "eval_accuracy" in result.stdout and "checkpoint:" in result.stdout  # console sink

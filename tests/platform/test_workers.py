@@ -4,7 +4,6 @@ trials that fail: each is reported, gives its budget slot back, and loses nothin
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,13 +12,16 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from support.cli import TUNEFLEET, run_cli
+from support.configs import write_config
 from support.postgres import fresh_database
+from support.waiting import wait_for
 from tunefleet.platform.store import Store
 
 pytestmark = pytest.mark.slow
 
 
-def write_config(tmp_path: Path, model: Path, data: Path, name: str, **train: object) -> Path:
+def sweep_file(tmp_path: Path, model: Path, data: Path, name: str, **train: object) -> Path:
     config = {
         "name": name,
         "model": {"name_or_path": str(model)},
@@ -33,27 +35,34 @@ def write_config(tmp_path: Path, model: Path, data: Path, name: str, **train: ob
         },
         "tracking": {"mlflow": {"enabled": False}, "wandb": {"enabled": False}},
     }
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return write_config(tmp_path, config, name=name)
+
+
+def sweep_exists(url: str, name: str) -> bool:
+    store = Store(url)
+    try:
+        store.get_sweep(name)
+    except Exception:  # not created yet
+        return False
+    finally:
+        store.dispose()
+    return True
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
-    with fresh_database("tf_sweep") as url:
+def pg_url(postgres_url: str) -> Iterator[str]:
+    with fresh_database(postgres_url, "tf_sweep") as url:
         yield url
 
 
 def test_workers_on_postgres_and_a_joining_worker_spend_the_budget_exactly(
     tmp_path: Path, tiny_model: Path, sentiment_csv: Path, pg_url: str
 ) -> None:
-    config = write_config(tmp_path, tiny_model, sentiment_csv, "pg")
+    config = sweep_file(tmp_path, tiny_model, sentiment_csv, "pg")
     out = tmp_path / "runs"
     sweep = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "tunefleet",
+            *TUNEFLEET,
             "sweep",
             str(config),
             "--out",
@@ -70,33 +79,8 @@ def test_workers_on_postgres_and_a_joining_worker_spend_the_budget_exactly(
     joined = None
     try:
         # The sweep record exists once the launcher has prepared it; then a third worker joins.
-        import time
-
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                Store(pg_url).get_sweep("pg")
-                break
-            except Exception:
-                time.sleep(0.5)
-        joined = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "tunefleet",
-                "worker",
-                "pg",
-                "--out",
-                str(out),
-                "--db",
-                pg_url,
-                "--threads",
-                "1",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        wait_for(lambda: sweep_exists(pg_url, "pg"), every_s=0.5, what="the sweep record")
+        joined = run_cli("worker", "pg", "--out", str(out), "--db", pg_url, "--threads", "1")
         output, _ = sweep.communicate(timeout=300)
     finally:
         sweep.kill()
@@ -111,7 +95,7 @@ def test_workers_on_postgres_and_a_joining_worker_spend_the_budget_exactly(
 def test_failing_trials_are_reported_and_the_sweep_exits_nonzero(
     tmp_path: Path, tiny_model: Path, sentiment_csv: Path
 ) -> None:
-    config = write_config(
+    config = sweep_file(
         tmp_path,
         tiny_model,
         sentiment_csv,
@@ -120,12 +104,7 @@ def test_failing_trials_are_reported_and_the_sweep_exits_nonzero(
         lora={"target_modules": ["no_such_module"]},
     )
     out = tmp_path / "runs"
-    result = subprocess.run(
-        [sys.executable, "-m", "tunefleet", "sweep", str(config), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_cli("sweep", str(config), "--out", str(out))
     assert result.returncode == 1, result.stdout + result.stderr
     assert "train.lora.target_modules" in result.stdout and "no_such_module" in result.stdout
     store = Store(f"sqlite:///{out / 'tunefleet.db'}")
@@ -140,20 +119,10 @@ def test_unknown_sweep_names_are_clear(
     tmp_path: Path, tiny_model: Path, sentiment_csv: Path
 ) -> None:
     out = tmp_path / "runs"
-    missing = subprocess.run(
-        [sys.executable, "-m", "tunefleet", "status", "nope", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    missing = run_cli("status", "nope", "--out", str(out), timeout=60)
     assert missing.returncode == 2 and "no sweeps under" in missing.stderr
     Store(f"sqlite:///{out / 'tunefleet.db'}").create_sweep("other", config={}, budget=1)
-    unknown = subprocess.run(
-        [sys.executable, "-m", "tunefleet", "promote", "nope", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    unknown = run_cli("promote", "nope", "--out", str(out), timeout=60)
     assert unknown.returncode == 2 and "nope" in unknown.stderr and "other" in unknown.stderr
 
 
@@ -162,9 +131,7 @@ def test_the_method_is_a_search_dimension_with_its_own_subspaces(
 ) -> None:
     """A grid over four methods runs each once through the worker loop, and each trial's
     recorded params hold only its own method's sub-space."""
-    config = yaml.safe_load(
-        write_config(tmp_path, tiny_model, sentiment_csv, "methods").read_text()
-    )
+    config = yaml.safe_load(sweep_file(tmp_path, tiny_model, sentiment_csv, "methods").read_text())
     config["search"].update(
         sampler="grid",
         trials=10,
@@ -175,15 +142,9 @@ def test_the_method_is_a_search_dimension_with_its_own_subspaces(
             "train.unfreeze.blocks_per_step": {"choices": [1]},
         },
     )
-    path = tmp_path / "methods.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = write_config(tmp_path, config, name="methods")
     out = tmp_path / "runs"
-    result = subprocess.run(
-        [sys.executable, "-m", "tunefleet", "sweep", str(path), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_cli("sweep", str(path), "--out", str(out))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4 trials" in result.stdout  # the budget is capped at the grid's size
     study = optuna.load_study(study_name="methods", storage=f"sqlite:///{out / 'tunefleet.db'}")

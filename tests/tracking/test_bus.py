@@ -4,12 +4,12 @@ there. Every point is spooled and delivered once; a dead sink delays only itself
 from __future__ import annotations
 
 import io
-import socket
 import time
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from support.ports import free_port
 from tunefleet.tracking.bus import TelemetryBus
 from tunefleet.tracking.console_sink import ConsoleSink
 from tunefleet.tracking.events import End, Point, RunInfo
@@ -40,13 +40,6 @@ def steps(n: int) -> list[list[Point]]:
         [Point.now("loss", 1.0 / (s + 1), s), Point.now("grad_norm/head", 0.1 * s, s)]
         for s in range(n)
     ]
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port  # nothing listens on it once the socket is closed
 
 
 def test_every_point_reaches_mlflow_once_and_the_cursor_reaches_the_end(tmp_path: Path) -> None:
@@ -95,7 +88,7 @@ def test_writing_a_batch_twice_leaves_mlflow_as_if_once(tmp_path: Path) -> None:
 
 def test_a_dead_tracker_delays_only_itself_and_its_points_stay_spooled(tmp_path: Path) -> None:
     spool = tmp_path / "t.spool"
-    dead = mlflow_sink(f"http://127.0.0.1:{closed_port()}", tmp_path)
+    dead = mlflow_sink(f"http://127.0.0.1:{free_port()}", tmp_path)
     out = io.StringIO()
     bus = TelemetryBus(
         SpoolWriter(spool, {"run": {}, "sinks": {}}),
@@ -146,7 +139,7 @@ def test_a_dead_sink_keeps_a_bounded_backlog_and_counts_what_is_spooled(tmp_path
     spool = tmp_path / "t.spool"
     bus = TelemetryBus(
         SpoolWriter(spool, {"run": {}, "sinks": {}}),
-        [mlflow_sink(f"http://127.0.0.1:{closed_port()}", tmp_path)],
+        [mlflow_sink(f"http://127.0.0.1:{free_port()}", tmp_path)],
         Cursors(sibling(spool, ".cursors.json")),
         interval_s=0.05,
         max_backlog=50,

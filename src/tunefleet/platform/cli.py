@@ -1,4 +1,7 @@
-"""The ``tunefleet`` command line. User mistakes exit 2 with a message naming what to fix."""
+"""The ``tunefleet`` command line. User mistakes exit 2 with a message naming what to fix.
+
+A command is a ``cmd_*`` function plus one row of ``COMMAND_TABLE`` (its summary, arguments and
+exit codes); the parser and ``tunefleet --help`` are built from the table."""
 
 from __future__ import annotations
 
@@ -8,16 +11,64 @@ import os
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunefleet.config import describe_options, json_schema, load_config
 from tunefleet.errors import ConfigError, TunefleetError
 from tunefleet.platform.layout import Layout, mlflow_tracking_uri
 from tunefleet.redaction import SECRETS_ENV, redact_text, secret_params
 
+if TYPE_CHECKING:
+    from tunefleet.platform.sync import SpoolSync
+
 DEFAULT_OUT = "runs"
+DESCRIPTION = "Hyperparameter sweeps for fine-tuning transformers, tracked end to end."
+COMMON_EXITS = "0 done; 2 a mistake to fix (a bad flag, or an error on stderr naming it)"
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One ``add_argument`` call: the flags (or a positional's name) and its options."""
+
+    flags: tuple[str, ...]
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def arg(*flags: str, **options: Any) -> Arg:
+    return Arg(flags, options)
+
+
+@dataclass(frozen=True)
+class Command:
+    """Everything ``tunefleet`` knows about one command.
+
+    ``config``, when given, is the help of a leading ``config`` argument (a YAML file); the
+    command's ``--help`` then lists every config key. ``exits`` names the exit codes beyond
+    :data:`COMMON_EXITS`.
+    """
+
+    name: str
+    run: Callable[[argparse.Namespace], int]
+    summary: str
+    args: tuple[Arg, ...] = ()
+    config: str | None = None
+    exits: str = ""
+
+    def add_to(self, sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+        extra: dict[str, Any] = {}
+        if self.config is not None:
+            extra = {
+                "epilog": _options_epilog(),
+                "formatter_class": argparse.RawDescriptionHelpFormatter,
+            }
+        parser = sub.add_parser(self.name, help=self.summary, **extra)
+        if self.config is not None:
+            parser.add_argument("config", help=self.config)
+        for argument in self.args:
+            parser.add_argument(*argument.flags, **argument.options)
 
 
 def _options_epilog() -> str:
@@ -30,118 +81,29 @@ def _options_epilog() -> str:
     return "\n".join(lines)
 
 
-def _store_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+def _exits_epilog(commands: Sequence[Command]) -> str:
+    width = max(len(c.name) for c in commands)
+    lines = [f"exit codes: {COMMON_EXITS}; besides:"]
+    lines.extend(f"  {c.name:<{width}}  {c.exits}" for c in commands if c.exits)
+    return "\n".join(lines)
+
+
+STORE_ARGS = (
+    arg(
         "--out",
         default=DEFAULT_OUT,
         help="folder of the embedded default: tunefleet.db, mlflow.db, wandb/, "
         "checkpoints/ (default: ./runs)",
-    )
-    parser.add_argument(
+    ),
+    arg(
         "--db",
         default=None,
         help="study-and-store database URL (default: sqlite:///OUT/tunefleet.db); "
         "postgresql://... for many workers and hosts",
-    )
-
-
-def _config_command(sub: Any, name: str, summary: str, config_help: str) -> argparse.ArgumentParser:
-    """A command reading a config: its help lists every config key."""
-    p: argparse.ArgumentParser = sub.add_parser(
-        name,
-        help=summary,
-        epilog=_options_epilog(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("config", help=config_help)
-    return p
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tunefleet",
-        description="Hyperparameter sweeps for fine-tuning transformers, tracked end to end.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = _config_command(sub, "sweep", "launch (or resume) a sweep", "the sweep's YAML config")
-    p.add_argument("--name", help="sweep name (default: the config's `name`)")
-    _store_args(p)
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        help="worker processes (one per GPU, or a share of the CPU threads each); default 1",
-    )
-    p.add_argument("--trials", type=int, help="trials in total, counting a resumed sweep's")
-    p.add_argument("--timeout", type=float, help="seconds after which no new trial starts")
-
-    p = sub.add_parser("worker", help="join a running sweep (from another shell or host)")
-    p.add_argument("name")
-    _store_args(p)
-    p.add_argument("--index", type=int, default=None, help="worker index (sampler seed offset)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for this worker")
-    p.add_argument("--deadline", type=float, default=None, help=argparse.SUPPRESS)
-    p.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        help="the sweep's YAML, read only for the secrets (model.token, passwords in URLs) that "
-        f"the store keeps redacted; or pass them as JSON in ${SECRETS_ENV}",
-    )
-
-    p = _config_command(
-        sub,
-        "train",
-        "one run with the config's own values (no search), tracked like a sweep's trial",
-        "a YAML config (search.space is ignored)",
-    )
-    p.add_argument("--name", help="experiment name (default: the config's `name`)")
-    p.add_argument(
-        "--out", default=DEFAULT_OUT, help="where mlflow.db, wandb/, spool/ and the checkpoint go"
-    )
-
-    p = sub.add_parser(
-        "sync",
-        help="send what the trackers have not acknowledged (a tracker that was down, a killed "
-        "worker) from the spools under --out",
-    )
-    p.add_argument("name", nargs="?", help="one sweep (default: every sweep under --out)")
-    _store_args(p)
-    p.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        help="the sweep's YAML, read only for a tracker URI whose password the spool keeps "
-        "redacted (or set MLFLOW_TRACKING_URI)",
-    )
-
-    p = sub.add_parser("status", help="trials, states and the best so far")
-    p.add_argument("name")
-    _store_args(p)
-    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
-
-    p = sub.add_parser("compare", help="trials sorted by the objective; --html for plots")
-    p.add_argument("name")
-    _store_args(p)
-    p.add_argument("--html", type=Path, help="write a self-contained HTML report here")
-
-    p = sub.add_parser("promote", help="register the best checkpoint under a registry alias")
-    p.add_argument("name")
-    _store_args(p)
-    p.add_argument("--trial", type=int, help="promote this trial instead of the best")
-    p.add_argument("--alias", default="champion", help="registry alias (default: champion)")
-
-    p = sub.add_parser("predict", help="run a promoted model or a checkpoint folder on texts")
-    p.add_argument("model", help="NAME@ALIAS (a promoted model) or a checkpoint folder")
-    p.add_argument("texts", nargs="+", metavar="TEXT")
-    _store_args(p)
-    p.add_argument("--json", action="store_true", help="JSON lines on stdout")
-
-    _config_command(sub, "validate", "check a config and its data; nothing runs", "the config")
-
-    sub.add_parser("schema", help="print the config's JSON schema (for editor completion)")
-    return parser
+    ),
+)
+# A command on an existing sweep: its name, then where its store is.
+SWEEP_ARGS = (arg("name"), *STORE_ARGS)
 
 
 def _layout_db(args: argparse.Namespace) -> tuple[Layout, str]:
@@ -249,29 +211,39 @@ def cmd_sync(args: argparse.Namespace) -> int:
     if args.config is not None:
         known.add(mlflow_tracking_uri(layout, load_config(args.config)))
     store = _existing_store(args) if args.db or (layout.out / "tunefleet.db").is_file() else None
-    if args.name and not layout.spool_dir(args.name).is_dir():
-        from tunefleet.errors import NotFoundError
-
-        found = sorted(p.name for p in layout.spool_root.glob("*") if p.is_dir())
-        raise NotFoundError(
-            f"no spools of sweep {args.name!r} under {layout.spool_root}; "
-            + (f"sweeps with spools: {', '.join(found)}" if found else "none there at all")
-        )
+    if args.name:
+        _require_spools(layout, args.name)
     results = sync(layout, name=args.name, known_uris=known, store=store)
     if not results:
         print(f"no spools under {layout.spool_root}: nothing to send")
         return 0
     for result in results:
-        if result.skipped:
-            print(f"{result.spool.name}: skipped, {result.skipped}")
-            continue
-        sent = ", ".join(f"{k} {v}" for k, v in sorted(result.sent.items())) or "nothing"
-        line = f"{result.spool.parent.name}/{result.spool.name}: sent {sent}"
-        left = {k: v for k, v in result.left.items() if v}
-        if left or result.errors:
-            line += f"; left {left or ''} {result.errors}"
-        print(line)
+        print(_sync_line(result))
     return 0 if all(r.complete or r.skipped for r in results) else 1
+
+
+def _require_spools(layout: Layout, name: str) -> None:
+    if layout.spool_dir(name).is_dir():
+        return
+    from tunefleet.errors import NotFoundError
+
+    found = sorted(p.name for p in layout.spool_root.glob("*") if p.is_dir())
+    raise NotFoundError(
+        f"no spools of sweep {name!r} under {layout.spool_root}; "
+        + (f"sweeps with spools: {', '.join(found)}" if found else "none there at all")
+    )
+
+
+def _sync_line(result: SpoolSync) -> str:
+    """What ``tunefleet sync`` prints of one spool."""
+    if result.skipped:
+        return f"{result.spool.name}: skipped, {result.skipped}"
+    sent = ", ".join(f"{k} {v}" for k, v in sorted(result.sent.items())) or "nothing"
+    line = f"{result.spool.parent.name}/{result.spool.name}: sent {sent}"
+    left = {k: v for k, v in result.left.items() if v}
+    if left or result.errors:
+        line += f"; left {left or ''} {result.errors}"
+    return line
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -350,18 +322,148 @@ def _model_folder(args: argparse.Namespace) -> Path:
     return Path(promotion.checkpoint)
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "validate": cmd_validate,
-    "schema": cmd_schema,
-    "sweep": cmd_sweep,
-    "worker": cmd_worker,
-    "train": cmd_train,
-    "sync": cmd_sync,
-    "status": cmd_status,
-    "compare": cmd_compare,
-    "promote": cmd_promote,
-    "predict": cmd_predict,
-}
+COMMAND_TABLE: tuple[Command, ...] = (
+    Command(
+        "sweep",
+        cmd_sweep,
+        "launch (or resume) a sweep",
+        config="the sweep's YAML config",
+        args=(
+            arg("--name", help="sweep name (default: the config's `name`)"),
+            *STORE_ARGS,
+            arg(
+                "--workers",
+                type=int,
+                default=1,
+                help="worker processes (one per GPU, or a share of the CPU threads each); "
+                "default 1",
+            ),
+            arg("--trials", type=int, help="trials in total, counting a resumed sweep's"),
+            arg("--timeout", type=float, help="seconds after which no new trial starts"),
+        ),
+        exits="1 no trial completed, or a worker failed; 130 interrupted (run it again to resume)",
+    ),
+    Command(
+        "worker",
+        cmd_worker,
+        "join a running sweep (from another shell or host)",
+        args=(
+            *SWEEP_ARGS,
+            arg("--index", type=int, default=None, help="worker index (sampler seed offset)"),
+            arg("--threads", type=int, default=None, help="CPU threads for this worker"),
+            arg("--deadline", type=float, default=None, help=argparse.SUPPRESS),
+            arg(
+                "--config",
+                type=Path,
+                default=None,
+                help="the sweep's YAML, read only for the secrets (model.token, passwords in "
+                "URLs) that the store keeps redacted; or pass them as JSON in "
+                f"${SECRETS_ENV}",
+            ),
+        ),
+    ),
+    Command(
+        "train",
+        cmd_train,
+        "one run with the config's own values (no search), tracked like a sweep's trial",
+        config="a YAML config (search.space is ignored)",
+        args=(
+            arg("--name", help="experiment name (default: the config's `name`)"),
+            arg(
+                "--out",
+                default=DEFAULT_OUT,
+                help="where mlflow.db, wandb/, spool/ and the checkpoint go",
+            ),
+        ),
+    ),
+    Command(
+        "sync",
+        cmd_sync,
+        "send what the trackers have not acknowledged (a tracker that was down, a killed "
+        "worker) from the spools under --out",
+        args=(
+            arg("name", nargs="?", help="one sweep (default: every sweep under --out)"),
+            *STORE_ARGS,
+            arg(
+                "--config",
+                type=Path,
+                default=None,
+                help="the sweep's YAML, read only for a tracker URI whose password the spool "
+                "keeps redacted (or set MLFLOW_TRACKING_URI)",
+            ),
+        ),
+        exits="1 something is still not delivered (run it again once the tracker answers)",
+    ),
+    Command(
+        "status",
+        cmd_status,
+        "trials, states and the best so far",
+        args=(
+            *SWEEP_ARGS,
+            arg("--json", action="store_true", help="one JSON object on stdout"),
+        ),
+    ),
+    Command(
+        "compare",
+        cmd_compare,
+        "trials sorted by the objective; --html for plots",
+        args=(
+            *SWEEP_ARGS,
+            arg("--html", type=Path, help="write a self-contained HTML report here"),
+        ),
+    ),
+    Command(
+        "promote",
+        cmd_promote,
+        "register the best checkpoint under a registry alias",
+        args=(
+            *SWEEP_ARGS,
+            arg("--trial", type=int, help="promote this trial instead of the best"),
+            arg("--alias", default="champion", help="registry alias (default: champion)"),
+        ),
+    ),
+    Command(
+        "predict",
+        cmd_predict,
+        "run a promoted model or a checkpoint folder on texts",
+        args=(
+            arg("model", help="NAME@ALIAS (a promoted model) or a checkpoint folder"),
+            arg("texts", nargs="+", metavar="TEXT"),
+            *STORE_ARGS,
+            arg("--json", action="store_true", help="JSON lines on stdout"),
+        ),
+    ),
+    Command(
+        "validate", cmd_validate, "check a config and its data; nothing runs", config="the config"
+    ),
+    Command("schema", cmd_schema, "print the config's JSON schema (for editor completion)"),
+)
+
+
+def index_commands(commands: Sequence[Command]) -> dict[str, Command]:
+    """The commands by name; a name twice in the table is a mistake caught at import."""
+    by_name: dict[str, Command] = {}
+    for command in commands:
+        if command.name in by_name:
+            raise ValueError(f"command {command.name!r} is in the table twice")
+        by_name[command.name] = command
+    return by_name
+
+
+COMMANDS = index_commands(COMMAND_TABLE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tunefleet",
+        description=DESCRIPTION,
+        epilog=_exits_epilog(COMMAND_TABLE),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMAND_TABLE:
+        command.add_to(sub)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -370,7 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     started = time.time()
     try:
-        return COMMANDS[args.command](args)
+        return COMMANDS[args.command].run(args)
     except TunefleetError as exc:
         print(f"error: {redact_text(str(exc))}", file=sys.stderr)
         return 2
