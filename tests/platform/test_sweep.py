@@ -308,19 +308,21 @@ def test_a_stopped_sweep_ends_its_parent_killed_and_resuming_reopens_it(
 ) -> None:
     config = sweep_config(tmp_path, tiny_model, sentiment_csv, "stopped", trials=2)
     out = tmp_path / "runs"
-    command = [sys.executable, "-m", "tunefleet", "sweep", str(config), "--out", str(out)]
+    command = [*TUNEFLEET, "sweep", str(config), "--out", str(out)]
     sweep = subprocess.Popen(
         command,
-        env=ENV,
+        env=cli_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
     try:
-        deadline = time.time() + 240
-        while not _running_trial(out, "stopped"):
-            assert time.time() < deadline and sweep.poll() is None, "no trial started"
-            time.sleep(0.5)
+        wait_for(
+            lambda: _running_trial(out, "stopped") or sweep.poll() is not None,
+            timeout_s=240,
+            what="a running trial",
+        )
+        assert sweep.poll() is None, "the sweep ended before a trial started"
         sweep.send_signal(signal.SIGTERM)  # the launcher only, as `kill PID` would
         assert sweep.wait(120) == 130
     finally:
@@ -329,7 +331,7 @@ def test_a_stopped_sweep_ends_its_parent_killed_and_resuming_reopens_it(
 
     resumed = subprocess.Popen(
         command,
-        env=ENV,
+        env=cli_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -339,7 +341,8 @@ def test_a_stopped_sweep_ends_its_parent_killed_and_resuming_reopens_it(
         while resumed.poll() is None:
             with contextlib.suppress(Exception):  # a read racing the sweep's writes: again
                 seen.add(parent_status(out, "stopped"))
-            time.sleep(0.2)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                resumed.wait(0.2)
     finally:
         _kill_group(resumed)
     assert resumed.returncode == 0
@@ -357,7 +360,7 @@ def test_a_sweep_whose_trials_all_fail_ends_its_parent_failed(
     (broken / "config.json").write_text((tiny_model / "config.json").read_text())
     config = sweep_config(tmp_path, broken, sentiment_csv, "broken", trials=3)
     out = tmp_path / "runs"
-    result = cli("sweep", str(config), "--out", str(out))
+    result = run_cli("sweep", str(config), "--out", str(out))
     assert result.returncode == 1, result.stdout + result.stderr
     assert "no trial completed" in result.stdout
     assert parent_status(out, "broken") == "FAILED"

@@ -115,7 +115,7 @@ class Adapted(nn.Module):
 
 
 @dataclass(frozen=True)
-class Layout:
+class AdapterSpec:
     """The contents of ``adapter_config.json``: enough to re-insert the same adapters."""
 
     size: int
@@ -129,7 +129,7 @@ class Layout:
         (folder / CONFIG).write_text(json.dumps(data, indent=2) + "\n")
 
     @classmethod
-    def read(cls, folder: Path) -> Layout:
+    def read(cls, folder: Path) -> AdapterSpec:
         data = json.loads((folder / CONFIG).read_text())
         return cls(**{key: data[key] for key in cls.__dataclass_fields__})
 
@@ -214,7 +214,7 @@ class Adapter(MethodBase):
         modules = find_sites(model, settings.placement)
         insert(model, modules, settings.size, settings.activation)
         _freeze(model)
-        layout = Layout(
+        layout = AdapterSpec(
             size=settings.size,
             activation=settings.activation,
             placement=settings.placement,
@@ -227,7 +227,7 @@ class Adapter(MethodBase):
 
     def save(self, model: nn.Module, folder: Path) -> None:
         layout = getattr(model, LAYOUT_ATTRIBUTE, None)
-        if not isinstance(layout, Layout):
+        if not isinstance(layout, AdapterSpec):
             raise ValueError("save() needs a model returned by the adapter method's prepare()")
         params = dict(model.named_parameters())
         tensors = {name: params[name].detach().cpu().contiguous() for name in trained_names(model)}
@@ -235,7 +235,7 @@ class Adapter(MethodBase):
         layout.write(folder)
 
     def load(self, folder: Path, base: BaseFactory) -> nn.Module:
-        layout = Layout.read(folder)
+        layout = AdapterSpec.read(folder)
         model: nn.Module = base()  # typed as a Module: PreTrainedModel.eval() is untyped
         if _model_type(model) != layout.model_type:
             raise CheckpointError(
