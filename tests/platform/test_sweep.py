@@ -17,7 +17,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from support.cli import TUNEFLEET, cli_env, run_cli
+from support.cli import cli_env, run_cli, start_cli
 from support.configs import write_config
 from support.waiting import wait_for
 from support.wandb_offline import history, offline_runs, run_info
@@ -246,13 +246,7 @@ def test_promote_refuses_a_tampered_checkpoint(swept: dict[str, Any]) -> None:
 def test_resume_after_a_killed_sweep(tmp_path: Path, tiny_model: Path, sentiment_csv: Path) -> None:
     config = sweep_config(tmp_path, tiny_model, sentiment_csv, "resume", trials=3)
     out, db = tmp_path / "runs", f"sqlite:///{tmp_path / 'runs' / 'tunefleet.db'}"
-    proc = subprocess.Popen(
-        [*TUNEFLEET, "sweep", str(config), "--out", str(out)],
-        env=cli_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc = start_cli("sweep", str(config), "--out", str(out))
 
     def second_trial_running() -> bool:
         if not (tmp_path / "runs" / "tunefleet.db").exists():
@@ -308,14 +302,8 @@ def test_a_stopped_sweep_ends_its_parent_killed_and_resuming_reopens_it(
 ) -> None:
     config = sweep_config(tmp_path, tiny_model, sentiment_csv, "stopped", trials=2)
     out = tmp_path / "runs"
-    command = [*TUNEFLEET, "sweep", str(config), "--out", str(out)]
-    sweep = subprocess.Popen(
-        command,
-        env=cli_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    command = ("sweep", str(config), "--out", str(out))
+    sweep = start_cli(*command)
     try:
         wait_for(
             lambda: _running_trial(out, "stopped") or sweep.poll() is not None,
@@ -329,13 +317,7 @@ def test_a_stopped_sweep_ends_its_parent_killed_and_resuming_reopens_it(
         _kill_group(sweep)
     assert parent_status(out, "stopped") == "KILLED"
 
-    resumed = subprocess.Popen(
-        command,
-        env=cli_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    resumed = start_cli(*command)
     seen = set()
     try:
         while resumed.poll() is None:

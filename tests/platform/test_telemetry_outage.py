@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import threading
 from collections import Counter
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
-from support.cli import TUNEFLEET, cli_env, run_cli
+from support.cli import run_cli, start_cli
 from support.configs import write_config
 from support.mlflow_server import MlflowServer
 from support.ports import free_port
@@ -188,13 +187,7 @@ def test_a_killed_worker_leaves_a_spool_that_replays(
     # 2-core machine, 2 s can cut the replay short (the spool would then wait for `sync`).
     config["tracking"]["sink_wait_s"] = 60
     path = write_config(tmp_path, config, name="killed")
-    sweep = subprocess.Popen(
-        [*TUNEFLEET, "sweep", str(path), "--out", str(out)],
-        env=cli_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    sweep = start_cli("sweep", str(path), "--out", str(out))
     try:
         wait_for(
             lambda: layout.spool_dir("killed").is_dir() and evaluated(layout, "killed"),

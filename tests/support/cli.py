@@ -28,3 +28,15 @@ def run_cli(
         cwd=cwd,
         timeout=timeout,
     )
+
+
+def start_cli(*args: str) -> subprocess.Popen[bytes]:
+    """``tunefleet ARGS...`` in the background, in a process group of its own (so a test can
+    signal the launcher alone, or kill it with its workers); output discarded."""
+    return subprocess.Popen(
+        [*TUNEFLEET, *args],
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
