@@ -1,5 +1,6 @@
-"""Shared fixtures: a tiny BERT built from config (seeded, no download), small real data, and
-the environment every test runs under (offline hubs, offline W&B, no MLflow telemetry)."""
+"""Shared fixtures: a tiny BERT and tiny decoders built from config (seeded, no download), small
+real data, and the environment every test runs under (offline hubs, offline W&B, no MLflow
+telemetry)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from support.models import DECODERS, build_decoder, build_encoder
 from support.postgres import postgres_server
 
 os.environ.update(
@@ -26,7 +28,6 @@ os.environ.update(
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-ASSETS = Path(__file__).resolve().parent / "assets"
 EXAMPLE_DATA = ROOT / "examples" / "data"
 
 
@@ -41,23 +42,14 @@ def postgres_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer, 32-wide BERT body with the committed tokenizer, saved as a local HF folder."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    return build_encoder(tmp_path_factory.mktemp("tiny-bert"))
 
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(ASSETS / "tokenizer")
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+
+@pytest.fixture(scope="session", params=DECODERS)
+def tiny_decoder(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Each tiny decoder (GPT-2, Llama, Qwen2 shapes) in turn; its tokenizer has no pad token."""
+    kind: str = request.param
+    return build_decoder(kind, tmp_path_factory.mktemp(f"tiny-{kind}"))
 
 
 @pytest.fixture(scope="session")

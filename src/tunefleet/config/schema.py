@@ -40,6 +40,14 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
+class QuantizationConfig(Strict):
+    bits: Literal[4, 8] = Field(
+        4,
+        description="Load the pretrained body quantized to 4 (NF4) or 8 bits through "
+        "bitsandbytes and train peft weights on it (QLoRA); needs a CUDA device.",
+    )
+
+
 class ModelConfig(Strict):
     name_or_path: str = Field(
         "minilm",
@@ -50,6 +58,20 @@ class ModelConfig(Strict):
         None,
         description="Hugging Face access token for a private or gated model; never logged or "
         "stored (shown as ***); null: transformers' own HF_TOKEN or `hf auth login`.",
+    )
+    pad_token: str | None = Field(
+        None,
+        description="The token to pad with when the tokenizer has none (decoder models such as "
+        "GPT-2, Llama 3 and Mistral); null: its end-of-sequence token. Must be in the vocabulary; "
+        "the checkpoint's tokenizer and the model config's pad_token_id record it.",
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32",
+        description="Dtype of the model's weights (bfloat16/float16 halve their memory); refused "
+        "where the device cannot train in it. Independent of train.precision (autocast).",
+    )
+    quantization: QuantizationConfig | None = Field(
+        None, description="Quantized base weights for QLoRA-style training; null: none."
     )
 
 

@@ -89,22 +89,10 @@ def load_predictor(checkpoint: str, base_model: str | None = None) -> Predictor:
     manifest names, so a registered adapter does not depend on the path it was trained from."""
     from pathlib import Path
 
+    from tunefleet.trainers.checkpoint import load_checkpoint
     from tunefleet.trainers.predict import Predictor
 
-    if base_model is None:
-        return Predictor.from_checkpoint(checkpoint)
-
-    from tunefleet.trainers.checkpoint import Manifest
-    from tunefleet.trainers.methods import get_method
-    from tunefleet.trainers.model import load_classifier, load_tokenizer
-
-    folder = Path(checkpoint)
-    manifest = Manifest.read(folder)
-    model = get_method(manifest.method).load(
-        folder, lambda: load_classifier(base_model, manifest.label_names)
-    )
-    model.eval()
-    return Predictor(model, load_tokenizer(str(folder)), manifest)
+    return Predictor(*load_checkpoint(Path(checkpoint), base_model=base_model))
 
 
 def _texts(model_input: Any) -> list[str]:

@@ -115,17 +115,25 @@ def verify(folder: Path, expected: Mapping[str, str]) -> None:
         )
 
 
-def load_checkpoint(folder: Path) -> tuple[nn.Module, PreTrainedTokenizerBase, Manifest]:
-    """The trained module (in eval mode), its tokenizer and manifest."""
+def load_checkpoint(
+    folder: Path, *, base_model: str | None = None, token: str | None = None
+) -> tuple[nn.Module, PreTrainedTokenizerBase, Manifest]:
+    """The trained module (in eval mode), its tokenizer and manifest. A method whose checkpoint
+    is not self-contained is restored onto ``base_model`` (default: the manifest's)."""
     from tunefleet.trainers.methods import get_method
     from tunefleet.trainers.model import load_classifier, load_tokenizer, resolve_model
 
     manifest = Manifest.read(folder)
-    method = get_method(manifest.method)
+    tokenizer = load_tokenizer(str(folder))  # it holds the padding token training used
 
     def base() -> PreTrainedModel:
-        return load_classifier(resolve_model(manifest.base_model), manifest.label_names)
+        return load_classifier(
+            base_model or resolve_model(manifest.base_model),
+            manifest.label_names,
+            pad_token_id=tokenizer.pad_token_id,
+            token=token,
+        )
 
-    model = method.load(folder, base)
+    model = get_method(manifest.method).load(folder, base)
     model.eval()
-    return model, load_tokenizer(str(folder)), manifest
+    return model, tokenizer, manifest

@@ -10,12 +10,11 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from transformers import EvalPrediction, PreTrainedModel
+from transformers import EvalPrediction
 
+from tunefleet.trainers.checkpoint import load_checkpoint
 from tunefleet.trainers.data import Splits
-from tunefleet.trainers.methods import Method
 from tunefleet.trainers.metrics import classification_metrics, cross_entropy, evaluation_report
-from tunefleet.trainers.model import load_classifier, load_tokenizer
 from tunefleet.trainers.predict import batched_logits
 
 
@@ -63,7 +62,6 @@ def _logits_and_labels(
 
 
 def score_checkpoint(
-    method: Method,
     folder: Path,
     resolved: str,
     splits: Splits,
@@ -73,15 +71,8 @@ def score_checkpoint(
 ) -> dict[str, float]:
     """Test-set metrics of the saved best checkpoint (reloaded, so the file itself is tested)."""
     assert splits.test is not None
-
-    def base() -> PreTrainedModel:
-        return load_classifier(resolved, splits.label_names, token=token)
-
-    model = method.load(folder, base)
-    model.eval()
-    logits = batched_logits(
-        model, load_tokenizer(str(folder)), splits.test.texts, max_length=max_length
-    )
+    model, tokenizer, _ = load_checkpoint(folder, base_model=resolved, token=token)
+    logits = batched_logits(model, tokenizer, splits.test.texts, max_length=max_length)
     index = {name: i for i, name in enumerate(splits.label_names)}
     labels = np.array([index[label] for label in splits.test.labels])
     scores = classification_metrics(logits, labels)

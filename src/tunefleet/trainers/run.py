@@ -135,10 +135,12 @@ def run_trial(config: SweepConfig, request: TrialRequest) -> TrialOutcome:
 def _setup_model(config: SweepConfig, splits: Splits) -> _Model:
     resolved = resolve_model(config.model.name_or_path)
     token = config.model.token.get_secret_value() if config.model.token else None
-    tokenizer = load_tokenizer(resolved, token=token)
+    tokenizer = load_tokenizer(resolved, pad_token=config.model.pad_token, token=token)
     method = get_method(config.train.method)
     set_seed(config.train.seed)
-    classifier = load_classifier(resolved, splits.label_names, token=token)
+    classifier = load_classifier(
+        resolved, splits.label_names, pad_token_id=tokenizer.pad_token_id, token=token
+    )
     return _Model(resolved, token, tokenizer, method, method.prepare(classifier, config.train))
 
 
@@ -266,7 +268,6 @@ def _outcome(
     if splits.test is not None and best.hashes is not None and not checkpoint.pruned:
         metrics.update(
             score_checkpoint(
-                model.method,
                 request.checkpoint_dir,
                 model.resolved,
                 splits,
