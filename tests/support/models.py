@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
+#: The byte-level BPE tokenizer without a padding token, shared with examples/tiny_decoder.py.
+BPE_TOKENIZER = Path(__file__).resolve().parents[2] / "examples" / "tokenizers" / "bpe"
 DECODERS = ("gpt2", "llama", "qwen2")
 """The decoder shapes every decoder test runs over."""
 
@@ -39,7 +41,7 @@ def build_decoder(kind: str, folder: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(ASSETS / "bpe-tokenizer")
+    tokenizer = AutoTokenizer.from_pretrained(BPE_TOKENIZER)
     assert tokenizer.pad_token is None  # the case under test
     config = _decoder_config(kind, len(tokenizer), tokenizer.eos_token_id)
     torch.manual_seed(0)
