@@ -383,8 +383,9 @@ def readme_cells(row: Row) -> list[str]:
     ]
 
 
-def readme_table(table: list[Row]) -> list[str]:
-    lines = [README_HEADER, "|---|---|---|---|---|"]
+def readme_table(shape: Shape, table: list[Row]) -> list[str]:
+    lines = [f"{shape.title}, {shape.total(shape.dims):,} parameters:", ""]
+    lines += [README_HEADER, "|---|---|---|---|---|"]
     return lines + ["| " + " | ".join(readme_cells(row)) + " |" for row in table]
 
 
@@ -397,7 +398,7 @@ def main() -> None:
     for name in args.shape or list(SHAPES):
         shape = SHAPES[name]
         table = rows(shape)
-        lines = readme_table(table) if args.readme else detail_table(shape, table)
+        lines = readme_table(shape, table) if args.readme else detail_table(shape, table)
         print("\n".join(lines), end="\n\n")
     pending = sorted(case for shape, case in PENDING if shape in (args.shape or SHAPES))
     if pending:
