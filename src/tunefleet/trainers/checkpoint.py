@@ -22,6 +22,9 @@ MANIFEST = "tunefleet.json"
 EVALUATION = "evaluation.json"
 """The report (``evaluation_report``) of the evaluation the checkpoint was chosen at."""
 FORMAT = 1
+WEIGHT_KEYS = ("dtype", "quantization")
+"""The ``model`` settings a reload needs from the manifest's config (older checkpoints lack
+them: float32, unquantized)."""
 
 
 @dataclass(frozen=True)
@@ -119,12 +122,17 @@ def load_checkpoint(
     folder: Path, *, base_model: str | None = None, token: str | None = None
 ) -> tuple[nn.Module, PreTrainedTokenizerBase, Manifest]:
     """The trained module (in eval mode), its tokenizer and manifest. A method whose checkpoint
-    is not self-contained is restored onto ``base_model`` (default: the manifest's)."""
+    is not self-contained is restored onto ``base_model`` (default: the manifest's), loaded in
+    the dtype and quantization it trained on, so it computes exactly as it did in training."""
+    from tunefleet.config import ModelConfig
     from tunefleet.trainers.methods import get_method
     from tunefleet.trainers.model import load_classifier, load_tokenizer, resolve_model
 
     manifest = Manifest.read(folder)
     tokenizer = load_tokenizer(str(folder))  # it holds the padding token training used
+    weights = ModelConfig.model_validate(
+        {k: v for k, v in manifest.config.get("model", {}).items() if k in WEIGHT_KEYS}
+    )
 
     def base() -> PreTrainedModel:
         return load_classifier(
@@ -132,6 +140,8 @@ def load_checkpoint(
             manifest.label_names,
             pad_token_id=tokenizer.pad_token_id,
             token=token,
+            dtype=weights.dtype,
+            quantization=weights.quantization,
         )
 
     model = get_method(manifest.method).load(folder, base)
