@@ -71,8 +71,8 @@ def load_tokenizer(
     (GPT-2) stay where pretraining put them. ``token``: a hub access token (``model.token``);
     None leaves it to HF_TOKEN or a login.
     """
-    tokenizer = AutoTokenizer.from_pretrained(resolved, token=token)
-    tokenizer.padding_side = "right"
+    # An init argument, not an attribute set later: only those are saved with the tokenizer.
+    tokenizer = AutoTokenizer.from_pretrained(resolved, token=token, padding_side="right")
     if tokenizer.pad_token is None or pad_token is not None:
         tokenizer.pad_token = _padding(tokenizer, pad_token)
     return tokenizer
