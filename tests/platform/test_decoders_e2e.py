@@ -256,15 +256,25 @@ def test_predict_and_the_promoted_model_agree(
         assert row["label"] == max(expected, key=expected.__getitem__)
 
 
+@pytest.fixture(scope="module")
+def piped(swept: Swept, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Each decoder's fully fine-tuned checkpoint run by transformers.pipeline, tunefleet
+    hidden; checkpoint folder -> probabilities per text."""
+    folders = [str(t.checkpoint) for (_, method), t in swept.trials.items() if method == "full"]
+    return run_elsewhere(
+        _PIPELINE_LOADER,
+        [json.dumps(folders), json.dumps(TEXTS)],
+        tmp_path_factory.mktemp("pipeline"),
+        isolated=True,
+    )
+
+
 @pytest.mark.parametrize("kind", DECODERS)
 def test_pipeline_loads_a_full_checkpoint_without_tunefleet(
-    swept: Swept, kind: str, tmp_path: Path
+    swept: Swept, piped: dict[str, Any], kind: str
 ) -> None:
     folder = str(trial_of(swept, kind, "full").checkpoint)
-    loaded = run_elsewhere(
-        _PIPELINE_LOADER, [json.dumps([folder]), json.dumps(TEXTS)], tmp_path, isolated=True
-    )
     expected = predicted(folder, swept.out)
-    assert len(loaded[folder]) == len(expected)
-    for got, want in zip(loaded[folder], expected, strict=True):
+    assert len(piped[folder]) == len(expected)
+    for got, want in zip(piped[folder], expected, strict=True):
         assert got == pytest.approx(want, abs=1e-6)
