@@ -67,11 +67,17 @@ class ModelConfig(Strict):
     )
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32",
-        description="Dtype of the model's weights (bfloat16/float16 halve their memory); refused "
-        "where the device cannot train in it. Independent of train.precision (autocast).",
+        description="Dtype the pretrained weights load in, whatever the model's own config says "
+        "(bfloat16/float16 halve their memory; the head's logits stay float32). float16 needs a "
+        "CUDA GPU and not train.precision fp16; bfloat16 runs on CPUs and bf16-capable GPUs; "
+        "dann on half weights needs train.precision bf16. Independent of train.precision "
+        "(autocast).",
     )
     quantization: QuantizationConfig | None = Field(
-        None, description="Quantized base weights for QLoRA-style training; null: none."
+        None,
+        description="Quantized base weights for QLoRA-style training with lora, ia3, prefix or "
+        "prompt (computing in model.dtype, bfloat16 when that is float32); needs a CUDA GPU and "
+        "pip install 'tunefleet[quantization]'; null: none.",
     )
 
 

@@ -4,6 +4,7 @@ sampler's needs. Light imports only: ``tunefleet validate`` answers in about a s
 from __future__ import annotations
 
 import importlib.util
+import itertools
 from pathlib import Path
 
 from tunefleet.config import SweepConfig
@@ -11,6 +12,7 @@ from tunefleet.errors import ConfigError
 from tunefleet.packaged import PACKAGED
 from tunefleet.search.space import grid
 from tunefleet.trainers.data import Splits, load_splits
+from tunefleet.trainers.device import check_weights
 
 
 def check_model(name_or_path: str) -> None:
@@ -42,9 +44,38 @@ def check_model(name_or_path: str) -> None:
         )
 
 
+#: The searchable settings ``check_weights`` judges together.
+WEIGHT_PATHS = ("model.dtype", "train.precision", "train.method")
+
+
+def check_weights_searched(config: SweepConfig) -> None:
+    """``check_weights`` for every combination of the weight settings a trial may draw (their
+    ``choices`` in ``search.space``, else the config's own), so none is refused mid-sweep."""
+    values = [
+        dim.choices if (dim := config.search.space.get(path)) and dim.choices else [None]
+        for path in WEIGHT_PATHS
+    ]
+    problems: dict[tuple[str, str], None] = {}  # ordered, without repeats
+    for dtype, precision, method in itertools.product(*values):
+        model = config.model.model_copy(update={"dtype": dtype or config.model.dtype})
+        train = config.train.model_copy(
+            update={
+                "precision": precision or config.train.precision,
+                "method": method or config.train.method,
+            }
+        )
+        try:
+            check_weights(model, train)
+        except ConfigError as exc:
+            problems.update(dict.fromkeys(exc.problems))
+    if problems:
+        raise ConfigError(list(problems))
+
+
 def check_sweep(config: SweepConfig) -> Splits:
     """Raise ConfigError/DataError for anything that would only fail once trials run."""
     check_model(config.model.name_or_path)
+    check_weights_searched(config)
     if config.search.sampler == "grid":
         try:
             grid(config)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from torch import nn
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from tunefleet.errors import CheckpointError, NotFoundError
 
@@ -22,6 +22,10 @@ MANIFEST = "tunefleet.json"
 EVALUATION = "evaluation.json"
 """The report (``evaluation_report``) of the evaluation the checkpoint was chosen at."""
 FORMAT = 1
+CONFIG = "config.json"
+WEIGHT_KEYS = ("dtype", "quantization")
+"""The ``model`` settings a reload needs from the manifest's config (older checkpoints lack
+them: float32, unquantized)."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,8 @@ def write_checkpoint(
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
     save(model, staging)
-    tokenizer.save_pretrained(staging)
+    _describe_model(model, staging)
+    _save_tokenizer(tokenizer, staging, max_length=manifest.max_length)
     (staging / MANIFEST).write_text(json.dumps(manifest.to_json(), indent=2, default=str))
     if evaluation is not None:
         (staging / EVALUATION).write_text(json.dumps(evaluation, indent=2))
@@ -86,6 +91,27 @@ def write_checkpoint(
     staging.rename(folder)
     shutil.rmtree(old, ignore_errors=True)
     return hashes
+
+
+def _describe_model(model: nn.Module, folder: Path) -> None:
+    """The model's ``config.json`` beside a checkpoint that holds only what its method trained
+    (peft, adapters): the folder then says itself which architecture, labels and
+    ``pad_token_id`` it was trained with. A method's own ``config.json`` is left as it wrote it."""
+    config = getattr(model, "config", None)  # a PeftModel passes this on to its base model
+    if isinstance(config, PreTrainedConfig) and not (folder / CONFIG).exists():
+        config.save_pretrained(folder)
+
+
+def _save_tokenizer(tokenizer: PreTrainedTokenizerBase, folder: Path, *, max_length: int) -> None:
+    """The tokenizer with its padding token (and side) as trained, and ``model_max_length`` =
+    ``data.max_length``, so plain transformers (``pipeline(..., truncation=True)``) cuts texts
+    where training did."""
+    trained_with = tokenizer.model_max_length
+    tokenizer.model_max_length = max_length
+    try:
+        tokenizer.save_pretrained(folder)
+    finally:
+        tokenizer.model_max_length = trained_with
 
 
 def hash_folder(folder: Path) -> dict[str, str]:
@@ -119,12 +145,17 @@ def load_checkpoint(
     folder: Path, *, base_model: str | None = None, token: str | None = None
 ) -> tuple[nn.Module, PreTrainedTokenizerBase, Manifest]:
     """The trained module (in eval mode), its tokenizer and manifest. A method whose checkpoint
-    is not self-contained is restored onto ``base_model`` (default: the manifest's)."""
+    is not self-contained is restored onto ``base_model`` (default: the manifest's), loaded in
+    the dtype and quantization it trained on, so it computes exactly as it did in training."""
+    from tunefleet.config import ModelConfig
     from tunefleet.trainers.methods import get_method
     from tunefleet.trainers.model import load_classifier, load_tokenizer, resolve_model
 
     manifest = Manifest.read(folder)
     tokenizer = load_tokenizer(str(folder))  # it holds the padding token training used
+    weights = ModelConfig.model_validate(
+        {k: v for k, v in manifest.config.get("model", {}).items() if k in WEIGHT_KEYS}
+    )
 
     def base() -> PreTrainedModel:
         return load_classifier(
@@ -132,6 +163,8 @@ def load_checkpoint(
             manifest.label_names,
             pad_token_id=tokenizer.pad_token_id,
             token=token,
+            dtype=weights.dtype,
+            quantization=weights.quantization,
         )
 
     model = get_method(manifest.method).load(folder, base)

@@ -30,6 +30,7 @@ from tunefleet.trainers.arguments import training_arguments
 from tunefleet.trainers.callbacks import BestCheckpointCallback, Reporter
 from tunefleet.trainers.checkpoint import Manifest, write_checkpoint
 from tunefleet.trainers.data import Splits, Table, load_splits
+from tunefleet.trainers.device import check_weights
 from tunefleet.trainers.evaluation import EvaluationRecorder, score_checkpoint
 from tunefleet.trainers.gradients import GradientGroups, GradientNormLogger
 from tunefleet.trainers.methods import Method, get_method
@@ -133,13 +134,19 @@ def run_trial(config: SweepConfig, request: TrialRequest) -> TrialOutcome:
 
 
 def _setup_model(config: SweepConfig, splits: Splits) -> _Model:
+    check_weights(config.model, config.train)  # this worker's device, this trial's settings
     resolved = resolve_model(config.model.name_or_path)
     token = config.model.token.get_secret_value() if config.model.token else None
     tokenizer = load_tokenizer(resolved, pad_token=config.model.pad_token, token=token)
     method = get_method(config.train.method)
     set_seed(config.train.seed)
     classifier = load_classifier(
-        resolved, splits.label_names, pad_token_id=tokenizer.pad_token_id, token=token
+        resolved,
+        splits.label_names,
+        pad_token_id=tokenizer.pad_token_id,
+        token=token,
+        dtype=config.model.dtype,
+        quantization=config.model.quantization,
     )
     return _Model(resolved, token, tokenizer, method, method.prepare(classifier, config.train))
 
