@@ -3,15 +3,25 @@
 The body, including the word embeddings, stays frozen; the soft prompt is initialised at
 random (the text-initialised variant would need a tokenizer here and biases toward one task
 wording).
+
+On an encoder the head reads the first position, which is now the first virtual token (it
+attends to the whole text). On a decoder the head reads the last real token; peft hands the
+model embeddings rather than token ids, so the decoder is made to find that token from the
+attention mask (``_head.read_last_real_token``), both when prepared and when loaded.
 """
 
 from __future__ import annotations
 
-from peft import PeftConfig, PromptTuningConfig, PromptTuningInit, TaskType
+from pathlib import Path
+
+from peft import PeftConfig, PeftModel, PromptTuningConfig, PromptTuningInit, TaskType
+from torch import nn
 from transformers import PreTrainedModel
 
 from tunefleet.config import TrainConfig
+from tunefleet.trainers.methods._head import pooling, read_last_real_token, task_model
 from tunefleet.trainers.methods._peft import VirtualTokenMethod
+from tunefleet.trainers.methods.base import BaseFactory
 from tunefleet.trainers.methods.registry import register
 
 
@@ -28,3 +38,18 @@ class PromptTuning(VirtualTokenMethod):
             num_virtual_tokens=config.prompt.virtual_tokens,
             prompt_tuning_init=PromptTuningInit.RANDOM,
         )
+
+    def finish(self, model: PeftModel, config: TrainConfig) -> None:
+        _read_last_real_token(model)
+        super().finish(model, config)
+
+    def load(self, folder: Path, base: BaseFactory) -> nn.Module:
+        model = super().load(folder, base)
+        _read_last_real_token(model)
+        return model
+
+
+def _read_last_real_token(model: nn.Module) -> None:
+    inner = task_model(model)
+    if pooling(inner) == "last":
+        read_last_real_token(inner)
