@@ -171,10 +171,10 @@ ARCHITECTURES: dict[str, Architecture] = {
 }
 """``config.model_type`` -> its row."""
 
-#: Methods that place what they add by a row, so cannot serve a model type without one.
+#: Methods that cannot serve a model type without a row, and what they read from it.
 NEEDS_ROW: dict[str, str] = {
-    "adapter": "places its bottlenecks after the output projections a row names",
-    "unfreeze": "unfreezes the blocks a row names",
+    "adapter": "where the attention and feed-forward output projections are",
+    "unfreeze": "where the blocks and embeddings are",
 }
 
 
@@ -199,8 +199,8 @@ def method_problem(method: str, model_type: str) -> str | None:
         if method not in NEEDS_ROW:
             return None
         return (
-            f"{method} {NEEDS_ROW[method]}, and tunefleet's table has no row for model type "
-            f"{model_type!r} (it has {', '.join(sorted(ARCHITECTURES))}); "
+            f"{method} needs to know {NEEDS_ROW[method]}, and tunefleet's architecture table "
+            f"has no model type {model_type!r} (it has {', '.join(sorted(ARCHITECTURES))}); "
             "use lora, ia3, prompt or full"
         )
     check = ROW_CHECKS.get(method)
