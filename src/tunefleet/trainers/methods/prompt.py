@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from peft import PeftConfig, PeftModel, PromptTuningConfig, PromptTuningInit, TaskType
 from torch import nn
 from transformers import PreTrainedModel
@@ -37,6 +38,13 @@ class PromptTuning(VirtualTokenMethod):
             task_type=TaskType.SEQ_CLS,
             num_virtual_tokens=config.prompt.virtual_tokens,
             prompt_tuning_init=PromptTuningInit.RANDOM,
+            # peft would read these from the config's dict, where some are missing or wrong:
+            # DistilBERT names them ``dim``/``n_layers``/``n_heads``, and ELECTRA's word
+            # embeddings are narrower than its hidden size (projected up), while the prompt sits
+            # beside the embedded words.
+            token_dim=_embedding_width(model),
+            num_attention_heads=_config_int(model, "num_attention_heads"),
+            num_layers=_config_int(model, "num_hidden_layers"),
         )
 
     def finish(self, model: PeftModel, config: TrainConfig) -> None:
@@ -47,6 +55,18 @@ class PromptTuning(VirtualTokenMethod):
         model = super().load(folder, base)
         _read_last_real_token(model)
         return model
+
+
+def _embedding_width(model: PreTrainedModel) -> int:
+    weight = model.get_input_embeddings().weight
+    assert isinstance(weight, torch.Tensor)
+    return int(weight.shape[-1])
+
+
+def _config_int(model: PreTrainedModel, name: str) -> int | None:
+    # Config attributes map each architecture's own names (DistilBERT's ``n_heads``) to these.
+    value = getattr(model.config, name, None)
+    return value if isinstance(value, int) else None
 
 
 def _read_last_real_token(model: nn.Module) -> None:
