@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import torch
+from peft import IA3Config, PeftModel
 from peft.utils.constants import (
     TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING,
     TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING,
@@ -161,6 +162,25 @@ def test_every_method_the_table_lets_through_prepares_and_runs(model_type: str) 
             norms = [m for m in prepared.modules() if is_norm(m)]
             assert norms and all(p.requires_grad for m in norms for p in m.parameters())
             assert sum(isinstance(m, Adapted) for m in prepared.modules()) == 2 * LAYERS
+
+
+@pytest.mark.parametrize("model_type", TYPES)
+def test_lora_and_ia3_left_null_take_the_tables_defaults(model_type: str) -> None:
+    row = ARCHITECTURES[model_type]
+    lora = get_method("lora").prepare(tiny(model_type), TrainConfig(method="lora"))
+    assert isinstance(lora, PeftModel)
+    assert lora.peft_config["default"].target_modules == set(row.lora_targets)
+    ia3 = get_method("ia3").prepare(tiny(model_type), TrainConfig(method="ia3"))
+    assert isinstance(ia3, PeftModel)
+    config = ia3.peft_config["default"]
+    assert isinstance(config, IA3Config)
+    assert config.target_modules == set(row.ia3_targets)
+    assert config.feedforward_modules == set(row.ia3_feedforward)
+    # Given targets win over the table.
+    given = TrainConfig(method="lora", lora={"target_modules": [row.ia3_feedforward[0]]})
+    chosen = get_method("lora").prepare(tiny(model_type), given)
+    assert isinstance(chosen, PeftModel)
+    assert chosen.peft_config["default"].target_modules == {row.ia3_feedforward[0]}
 
 
 def test_method_problem_refuses_prefix_where_there_is_no_cache() -> None:

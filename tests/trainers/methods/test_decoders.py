@@ -109,3 +109,32 @@ def test_padding_changes_no_probability_on_the_encoder(tiny_model: Path, method:
     model = get_method(method).prepare(classifier(tiny_model, tokenizer), settings(method))
     train_steps(model, tokenizer, method)
     assert_padding_is_invisible(model, tokenizer)
+
+
+def test_dann_builds_its_domain_classifier_like_the_head(tiny_decoder: Path) -> None:
+    # A model loaded in bfloat16 (model.dtype) takes a domain classifier of the same dtype.
+    tokenizer = load_tokenizer(str(tiny_decoder))
+    body = classifier(tiny_decoder, tokenizer).to(torch.bfloat16)
+    model = get_method("dann").prepare(body, settings("dann"))
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    inputs = encode(tokenizer, TEXTS)
+    out = model(
+        **inputs, labels=torch.tensor([1, 0, 1, 0]), domain_labels=torch.tensor([0, 1, 0, 1])
+    )
+    out.loss.backward()
+    assert out.domain_logits.dtype == torch.bfloat16
+    assert all(p.grad is not None for p in model.domain_classifier.parameters())
+
+
+def test_dann_reads_the_last_real_token_the_head_reads(tiny_decoder: Path) -> None:
+    tokenizer = load_tokenizer(str(tiny_decoder))
+    model = get_method("dann").prepare(classifier(tiny_decoder, tokenizer), settings("dann"))
+    model.eval()
+    features: list[Tensor] = []
+    model.domain_classifier.register_forward_pre_hook(lambda _, args: features.append(args[0]))
+    domains = torch.tensor([0, 1, 0])
+    with torch.inference_mode():
+        model(**encode(tokenizer, [SHORT]), domain_labels=domains[:1])
+        model(**encode(tokenizer, [SHORT, *LONG]), domain_labels=domains)
+    # The padded row's features are its last real token's, as when it is alone.
+    torch.testing.assert_close(features[0][0], features[1][0], rtol=0, atol=1e-5)
