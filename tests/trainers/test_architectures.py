@@ -147,16 +147,20 @@ def test_defaults_are_pefts_where_peft_has_them(model_type: str) -> None:
 
 
 @pytest.mark.parametrize("model_type", TYPES)
-def test_every_method_the_table_lets_through_prepares_and_runs(model_type: str) -> None:
+def test_every_method_the_table_lets_through_prepares_runs_and_pads_right(model_type: str) -> None:
+    batch = {"input_ids": ids(), "attention_mask": (ids() != 0).long()}
+    alone = {key: value[1:, :2] for key, value in batch.items()}  # the padded row, unpadded
     for method in METHODS:
         if method_problem(method, model_type) is not None:
             continue
         settings = TrainConfig(method=method, adapter={"size": 4})
-        prepared = get_method(method).prepare(tiny(model_type), settings)
-        inputs: dict[str, Any] = {"input_ids": ids(), "attention_mask": (ids() != 0).long()}
-        logits = prepared(**inputs).logits
+        prepared = get_method(method).prepare(tiny(model_type), settings).eval()
+        with torch.inference_mode():
+            logits = prepared(**batch).logits
+            single = prepared(**alone).logits
         assert logits.shape == (2, 2), method
         assert torch.isfinite(logits).all(), method
+        assert (logits[1:] - single).abs().max() <= 1e-5, method
         if method == "adapter":
             # Every norm trains, RMSNorms (LlamaRMSNorm and kin) included.
             norms = [m for m in prepared.modules() if is_norm(m)]
