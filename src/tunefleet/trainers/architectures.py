@@ -36,6 +36,12 @@ name component, so wrapper prefixes such as peft's ``base_model.model.`` or dann
 ``pooling``
     Which token's state the classification head reads: ``first`` (``[CLS]``, through a pooler
     or not) or ``last`` (the last real token: decoders score every position and read one).
+    Prompt tuning makes a ``last`` head find that token when peft feeds it embeddings.
+
+Rows: BERT-family (bert, roberta, xlm-roberta, electra), distilbert, deberta, deberta-v2,
+gpt2, Llama-style (llama, mistral, qwen2, qwen3, gemma) and phi3. ``method_problem`` says what
+a row rules out (prefix where there is no ``past_key_values``) and which methods cannot run
+without a row at all (adapter, unfreeze); ``tunefleet validate`` asks it before any trial.
 """
 
 from __future__ import annotations
