@@ -50,9 +50,10 @@ SMALL: dict[str, Any] = {
     "pos_att_type": ["p2c", "c2p"],
     "num_labels": 2,
 }
-#: Grouped-query attention where the architecture has it (peft would read the key as given to
-#: any config, so only these get it).
-GQA = {"num_key_value_heads": 1}
+#: Grouped-query attention where the architecture has it (peft would read the keys as given to
+#: any config, so only these get them); head_dim so the heads fill the width (Gemma's and
+#: Qwen3's defaults are wider).
+GQA = {"num_key_value_heads": 1, "head_dim": 8}
 GQA_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "phi3"}
 #: Where the table's defaults deliberately differ from peft's (the module docstring says why).
 NOT_PEFTS = {("ia3", "qwen2"), ("ia3", "qwen3"), ("ia3", "gemma")}
