@@ -16,9 +16,6 @@ from tunefleet.config import METHODS, TrainConfig
 from tunefleet.trainers.methods import get_method
 from tunefleet.trainers.model import load_classifier, load_tokenizer
 
-# About 40 s for the file on two shared cores: each case trains, saves and reloads.
-pytestmark = pytest.mark.slow
-
 LABELS = ("0", "1")
 TEXTS = [
     "the food was wonderful",
