@@ -119,6 +119,60 @@ def test_a_method_owns_exactly_the_parameters_it_adds(tiny_model: Path, method: 
     assert bool(owned) == (method not in ("full", "unfreeze"))
 
 
+OWN_MARKERS = {
+    "lora": "lora_",
+    "dann": "domain_classifier.",
+    "prompt": "prompt_encoder.",
+    "adapter": ".adapter.",
+}
+
+
+def expected_decoder_group(name: str, method: str) -> str:
+    """Written out for GPT-2 and Llama-style names, independently of the grouping under test:
+    blocks named as encoder blocks are, the final norm with the head."""
+    if OWN_MARKERS.get(method, "\0") in name:
+        return method
+    if re.search(r"(^|\.)(transformer\.(wte|wpe)|model\.embed_tokens)\.", name):
+        return "embeddings"
+    if block := re.search(r"(^|\.)(transformer\.h|model\.layers)\.(\d+)\.", name):
+        return f"block_{int(block.group(3)):02d}"
+    assert re.search(r"(^|\.)(score|transformer\.ln_f|model\.norm)\.", name), name
+    return "head"
+
+
+@pytest.mark.parametrize(
+    ("method", "reported"),
+    [
+        ("full", {"embeddings", "block_00", "block_01", "head"}),
+        ("lora", {"lora", "head"}),  # the final norm is frozen with the body; score trains
+        ("prompt", {"prompt", "head"}),
+        ("adapter", {"adapter", "block_00", "block_01", "head"}),  # the norms in each block
+        ("dann", {"dann", "embeddings", "block_00", "block_01", "head"}),
+    ],
+)
+def test_decoder_blocks_are_grouped_as_encoder_blocks(
+    tiny_decoder: Path, method: str, reported: set[str]
+) -> None:
+    tokenizer = load_tokenizer(str(tiny_decoder))
+    torch.manual_seed(0)
+    classifier = load_classifier(str(tiny_decoder), ("0", "1"), pad_token_id=tokenizer.pad_token_id)
+    model = get_method(method).prepare(classifier, TrainConfig(method=method))
+    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    extra = {"domain_labels": torch.tensor([0, 1, 0, 1])} if method == "dann" else {}
+    model(**inputs, labels=torch.tensor([1, 0, 1, 0]), **extra).loss.backward()
+    groups = GradientGroups(model, get_method(method))
+
+    total = groups.measure()
+    logs = groups.as_logs()
+
+    for name, group in groups.assignment.items():
+        assert group == expected_decoder_group(name, method), name
+    assert set(logs) == {f"grad_norm/{g}" for g in reported}
+    assert logs == pytest.approx(reference(model, groups), rel=1e-5, abs=1e-5)
+    torch.testing.assert_close(total, get_total_norm(all_grads(model)), rtol=1e-5, atol=1e-5)
+
+
 def test_gradients_of_several_dtypes_are_normed_together() -> None:
     model = nn.ModuleDict(
         {"embeddings": nn.Embedding(7, 5), "classifier": nn.Linear(5, 3).double()}

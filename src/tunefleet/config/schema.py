@@ -142,7 +142,8 @@ class LoraConfig(Strict):
     alpha: int = Field(16, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the LoRA input.")
     target_modules: list[str] | None = Field(
-        None, description="Module names to adapt; null: peft's default for the architecture."
+        None,
+        description="Module names to adapt; null: the architecture's default (docs), else peft's.",
     )
     use_rslora: bool = Field(False, description="Rank-stabilised scaling alpha / sqrt(r).")
     use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
@@ -171,7 +172,9 @@ class PromptConfig(Strict):
 
 class Ia3Config(Strict):
     target_modules: list[str] | None = Field(
-        None, description="Modules whose activations IA3 rescales; null: peft's default."
+        None,
+        description="Modules whose activations IA3 rescales; "
+        "null: the architecture's default (docs), else peft's.",
     )
     feedforward_modules: list[str] | None = Field(
         None,

@@ -1,5 +1,7 @@
-"""Everything checked before a trial starts, beyond the schema: data files, the model name, the
-sampler's needs. Light imports only: ``tunefleet validate`` answers in about a second."""
+"""Everything checked before a trial starts, beyond the schema: data files, the model name and
+its architecture against the method, the weights' dtype against the device, the sampler's
+needs. Light imports only: ``tunefleet validate`` answers in about a second, and imports torch
+only to ask the device about half-precision or quantized weights."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from tunefleet.config import SweepConfig
 from tunefleet.errors import ConfigError
 from tunefleet.packaged import PACKAGED
 from tunefleet.search.space import grid
+from tunefleet.trainers.architectures import method_problem, model_type_at
 from tunefleet.trainers.data import Splits, load_splits
 from tunefleet.trainers.device import check_weights
 
@@ -72,9 +75,25 @@ def check_weights_searched(config: SweepConfig) -> None:
         raise ConfigError(list(problems))
 
 
+def check_methods(config: SweepConfig) -> None:
+    """Refuse a method (each one searched, if it is) that cannot serve the model's architecture;
+    known only for a local or packaged model, as a hub id's config is never fetched here."""
+    model_type = model_type_at(config.model.name_or_path)
+    if model_type is None:
+        return
+    searched = config.search.space.get("train.method")
+    key, methods = ("train.method", [config.train.method])
+    if searched is not None and searched.choices is not None:
+        key, methods = ("search.space.train.method", list(searched.choices))
+    problems = [(key, p) for method in methods if (p := method_problem(str(method), model_type))]
+    if problems:
+        raise ConfigError(problems)
+
+
 def check_sweep(config: SweepConfig) -> Splits:
     """Raise ConfigError/DataError for anything that would only fail once trials run."""
     check_model(config.model.name_or_path)
+    check_methods(config)
     check_weights_searched(config)
     if config.search.sampler == "grid":
         try:

@@ -7,10 +7,15 @@ per (device, dtype) and a scatter-add into the groups; the host reads the group 
 logging step, with one ``tolist``.
 
 Which group a parameter falls in is decided once, by name and module, in this order: the
-method's own (``Method.owns``, the group named after the method), ``embeddings``, the encoder
-block it sits in (``block_03``; a model deeper than ``max_block_groups`` blocks gets contiguous
-runs such as ``blocks_00-03``), ``head`` (classifier, score, pre_classifier, pooler, and peft's
-copies of them), and ``other`` (final norms and whatever else is left).
+method's own (``Method.owns``, the group named after the method), ``embeddings``, the block it
+sits in (``block_03``; a model deeper than ``max_block_groups`` blocks gets contiguous runs such
+as ``blocks_00-03``), then ``head``. Blocks and embeddings are where the architecture table
+(``tunefleet.trainers.architectures``) says: encoder blocks (``encoder.layer.N``) and decoder
+blocks (GPT-2's ``transformer.h.N``, Llama's ``model.layers.N``) are named alike. For a model in
+the table the head is everything else: the classifier or ``score``, the pooler, and a decoder's
+final norm (``ln_f``, ``model.norm``), which feeds the head. For a model not in the table the
+groups are guessed from common names, the head is the classifier, score, pre_classifier, pooler
+and peft's copies of them, and ``other`` holds whatever is left.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -32,14 +37,16 @@ from transformers import (
     TrainingArguments,
 )
 
+from tunefleet.trainers.architectures import ARCHITECTURES
+
 PREFIX = "grad_norm/"
 MAX_BLOCK_GROUPS = 12
 EMBEDDINGS = "embeddings"
 HEAD = "head"
 OTHER = "other"
 
-# Anchored at a name component so wrappers' prefixes (peft's ``base_model.model.``, dann's
-# ``classifier.``, ``_orig_mod.``) do not matter.
+# For models outside the architecture table. Anchored at a name component so wrappers' prefixes
+# (peft's ``base_model.model.``, dann's ``classifier.``, ``_orig_mod.``) do not matter.
 _EMBEDDING = re.compile(r"(?:^|\.)(?:\w*embed\w*|wte|wpe)\.")
 _BLOCK = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)\.")
 _BLOCK_GROUP = re.compile(r"blocks?_(\d+)")
@@ -59,23 +66,41 @@ def assign_groups(
 ) -> dict[str, str]:
     """Parameter name -> group name, for every parameter of ``model`` (trainable or not)."""
     names = [name for name, _ in model.named_parameters()]
-    heads = _head_prefixes(model)
+    scheme = _scheme(model)
     blocks = _block_labels(
-        {int(m.group(1)) for name in names if (m := _BLOCK.search(name))}, max_block_groups
+        {int(m.group(1)) for name in names if (m := scheme.block.search(name))}, max_block_groups
     )
 
     def group(name: str) -> str:
         if owner is not None and owner.owns(name):
             return owner.name
-        if _EMBEDDING.search(name):
+        if scheme.embeddings.search(name):
             return EMBEDDINGS
-        if block := _BLOCK.search(name):
+        if block := scheme.block.search(name):
             return blocks[int(block.group(1))]
-        if name.startswith(heads):
+        if scheme.head(name):
             return HEAD
         return OTHER
 
     return {name: group(name) for name in names}
+
+
+@dataclass(frozen=True)
+class _Scheme:
+    """Where a model keeps its blocks (group 1: the index) and embeddings, and what is head."""
+
+    block: re.Pattern[str]
+    embeddings: re.Pattern[str]
+    head: Callable[[str], bool]
+
+
+def _scheme(model: nn.Module) -> _Scheme:
+    inner = next((m for m in model.modules() if isinstance(m, PreTrainedModel)), None)
+    row = ARCHITECTURES.get(str(getattr(getattr(inner, "config", None), "model_type", "")))
+    if row is not None:
+        return _Scheme(row.block_pattern(), row.embeddings_pattern(), lambda _: True)
+    heads = _head_prefixes(model)
+    return _Scheme(_BLOCK, _EMBEDDING, lambda name: name.startswith(heads))
 
 
 def _head_prefixes(model: nn.Module) -> tuple[str, ...]:

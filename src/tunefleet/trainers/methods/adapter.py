@@ -2,13 +2,18 @@
 
 Each adapter maps ``x -> x + up(act(down(x)))`` with ``down: hidden -> size`` and
 ``up: size -> hidden``. It wraps the output projection of a sub-layer, so it acts on that
-projection's output before the sub-layer's dropout, residual sum and LayerNorm. ``houlsby`` places
+projection's output before the sub-layer's dropout, residual sum and norm. ``houlsby`` places
 one after the attention output and one after the feed-forward output of every block; ``pfeiffer``
-only the feed-forward one.
+only the feed-forward one. Where those projections are comes from the architecture table
+(``tunefleet.trainers.architectures``): BERT's ``attention.output.dense`` and ``output.dense``,
+GPT-2's ``attn.c_proj`` and ``mlp.c_proj``, Llama/Mistral/Qwen2's ``self_attn.o_proj`` and
+``mlp.down_proj``.
 
 What trains, as in the reference implementation (google-research/adapter-bert): the adapters,
-every LayerNorm and the task head, i.e. every parameter outside the pretrained body. The pooler
-belongs to the pretrained body there and here, so it stays frozen.
+every norm and the task head, i.e. every parameter outside the pretrained body. On a decoder the
+norms are its pre-norms and final norm, RMSNorms in Llama-style models (``LlamaRMSNorm`` and kin
+are not ``nn.LayerNorm``: a norm is recognised by its class name). The pooler belongs to the
+pretrained body there and here, so it stays frozen.
 
 A checkpoint holds only those tensors (``adapter_model.safetensors``) plus
 ``adapter_config.json`` naming where adapters sit; it is restored onto the pretrained body.
@@ -30,6 +35,7 @@ from transformers.pytorch_utils import Conv1D
 
 from tunefleet.config import AdapterConfig, TrainConfig
 from tunefleet.errors import CheckpointError, ConfigError
+from tunefleet.trainers.architectures import ARCHITECTURES
 from tunefleet.trainers.methods.base import BaseFactory, MethodBase
 from tunefleet.trainers.methods.registry import register
 
@@ -41,34 +47,10 @@ LAYOUT_ATTRIBUTE = "_tunefleet_adapter_layout"
 #: model starts as the pretrained one, yet non-zero so every adapter weight gets a gradient from
 #: the first step (an all-zero up-projection would leave the down-projection without one).
 INIT_STD = 1e-3
-#: The bottlenecks themselves (``Adapted.adapter``); the LayerNorms and head that also train
-#: belong to the body and its head.
+#: The bottlenecks themselves (``Adapted.adapter``); the norms and head that also train belong to
+#: the body and its head.
 OWN = re.compile(r"(?:^|\.)adapter\.(?:down|up)\.")
 
-
-@dataclass(frozen=True)
-class Sites:
-    """Regexes (matched at the end of a module name) of the output projections to wrap."""
-
-    attention: str
-    feed_forward: str
-
-
-_BERT_LIKE = Sites(
-    attention=r"layer\.\d+\.attention\.output\.dense",
-    feed_forward=r"layer\.\d+\.output\.dense",
-)
-#: ``config.model_type`` -> where its sub-layer output projections are.
-SITES: dict[str, Sites] = {
-    "bert": _BERT_LIKE,
-    "roberta": _BERT_LIKE,
-    "xlm-roberta": _BERT_LIKE,
-    "electra": _BERT_LIKE,
-    "distilbert": Sites(
-        attention=r"layer\.\d+\.attention\.out_lin", feed_forward=r"layer\.\d+\.ffn\.lin2"
-    ),
-    "gpt2": Sites(attention=r"h\.\d+\.attn\.c_proj", feed_forward=r"h\.\d+\.mlp\.c_proj"),
-}
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -140,13 +122,12 @@ def _model_type(model: nn.Module) -> str:
 
 
 def find_sites(model: PreTrainedModel, placement: str) -> list[str]:
-    """Names of the modules to wrap; ConfigError for an architecture without a table entry."""
+    """Names of the modules to wrap; ConfigError for an architecture without a table row."""
     model_type = _model_type(model)
-    sites = SITES.get(model_type)
+    row = ARCHITECTURES.get(model_type)
     names: list[str] = []
-    if sites is not None:
-        patterns = [sites.feed_forward] if placement == "pfeiffer" else [*asdict(sites).values()]
-        wanted = re.compile(r"(?:^|\.)(?:" + "|".join(patterns) + r")$")
+    if row is not None:
+        wanted = row.sites(placement)
         names = [name for name, _ in model.named_modules() if wanted.search(name)]
     if not names:
         raise ConfigError(
@@ -156,7 +137,7 @@ def find_sites(model: PreTrainedModel, placement: str) -> list[str]:
                     f"adapter cannot place adapters in model.name_or_path "
                     f"{getattr(model, 'name_or_path', '') or type(model).__name__!r} "
                     f"(model type {model_type!r}); supported model types: "
-                    f"{', '.join(sorted(SITES))}. Use another method (lora, full) for it.",
+                    f"{', '.join(sorted(ARCHITECTURES))}. Use another method (lora, full) for it.",
                 )
             ]
         )
@@ -184,14 +165,19 @@ def insert(model: nn.Module, modules: list[str], size: int, activation: str) -> 
         setattr(parent, child, Adapted(layer, adapter))
 
 
+def is_norm(module: nn.Module) -> bool:
+    """LayerNorm or RMSNorm, torch's or a model's own (``LlamaRMSNorm``, ``T5LayerNorm``)."""
+    return isinstance(module, nn.LayerNorm | nn.RMSNorm) or type(module).__name__.endswith("Norm")
+
+
 def trained_names(model: nn.Module) -> list[str]:
-    """Parameters that train and are saved: adapters, LayerNorms, and all outside the body."""
+    """Parameters that train and are saved: adapters, norms, and all outside the body."""
     body = model.base_model if isinstance(model, PreTrainedModel) else model
     in_body = {id(p) for p in body.parameters()}
     kept = {
         id(p)
         for module in model.modules()
-        if isinstance(module, Bottleneck | nn.LayerNorm)
+        if isinstance(module, Bottleneck) or is_norm(module)
         for p in module.parameters()
     }
     return [name for name, p in model.named_parameters() if id(p) in kept or id(p) not in in_body]

@@ -8,9 +8,10 @@ lambda-scaled gradient of that loss, so it learns features the domains share.
 Which representation: the input of the task head's final linear layer (the last ``nn.Linear``
 with ``num_labels`` outputs). For BERT-family models that is the pooler output, tanh(W h[CLS]),
 as the head sees it (after its dropout); for RoBERTa/ELECTRA-style heads the vector entering
-``out_proj``; for GPT-2 the hidden state of the last non-pad token, the one its logits are read
-from. Capturing it with a forward pre-hook reuses the model's own forward, so the task logits are
-exactly the plain classifier's.
+``out_proj``; for a decoder (GPT-2, Llama, Mistral, Qwen2) the hidden state of the last
+non-pad token (the rightmost token that is not ``config.pad_token_id``, as transformers finds
+it), the one its logits are read from. Capturing it with a forward pre-hook reuses the model's
+own forward, so the task logits are exactly the plain classifier's.
 
 Training rows are the labelled source rows and the target rows with IGNORE_INDEX as their label:
 the task loss averages over source rows only, the domain loss over all rows. A checkpoint is the
@@ -41,7 +42,7 @@ from transformers import (
 from transformers.utils.generic import ModelOutput
 
 from tunefleet.config import DannConfig, TrainConfig
-from tunefleet.errors import ConfigError
+from tunefleet.trainers.methods._head import last_non_pad_token, task_head
 from tunefleet.trainers.methods.base import BaseFactory, MethodBase
 from tunefleet.trainers.methods.registry import register
 from tunefleet.trainers.tokens import IGNORE_INDEX
@@ -82,27 +83,6 @@ class DannOutput(ModelOutput):
     domain_loss: Tensor | None = None
 
 
-def task_head(model: PreTrainedModel) -> nn.Linear:
-    """The classifier's final linear layer: the last ``nn.Linear`` giving ``num_labels`` outputs
-    (heads are registered after the body in every sequence-classification model)."""
-    heads = [
-        module
-        for module in model.modules()
-        if isinstance(module, nn.Linear) and module.out_features == model.config.num_labels
-    ]
-    if not heads:
-        raise ConfigError(
-            [
-                (
-                    "train.method",
-                    f"dann found no linear task head with {model.config.num_labels} outputs "
-                    f"in {type(model).__name__}",
-                )
-            ]
-        )
-    return heads[-1]
-
-
 class DomainAdversarial(nn.Module):
     """A sequence classifier plus a domain classifier behind a gradient-reversal layer.
 
@@ -115,8 +95,10 @@ class DomainAdversarial(nn.Module):
         super().__init__()
         self.classifier = classifier
         head = task_head(classifier)
+        # In the head's dtype and on its device, so a bfloat16 model takes it as it is.
+        like: dict[str, Any] = {"dtype": head.weight.dtype, "device": head.weight.device}
         self.domain_classifier = nn.Sequential(
-            nn.Linear(head.in_features, hidden), nn.ReLU(), nn.Linear(hidden, 2)
+            nn.Linear(head.in_features, hidden, **like), nn.ReLU(), nn.Linear(hidden, 2, **like)
         )
         self.lambda_ = lambda_
         # In a tuple, not an attribute: a submodule attribute would register the head twice.
@@ -160,14 +142,9 @@ class DomainAdversarial(nn.Module):
         features = seen[0]
         if features.dim() == 2:
             return features
-        pad = self.classifier.config.pad_token_id
-        if pad is None:
-            last = torch.full((len(input_ids),), features.shape[1] - 1, device=features.device)
-        else:
-            # As GPT2ForSequenceClassification: the rightmost token that is not padding.
-            positions = torch.arange(input_ids.shape[-1], device=input_ids.device)
-            last = (positions * (input_ids != pad).int()).argmax(-1)
-        return features[torch.arange(len(features), device=features.device), last]
+        last = last_non_pad_token(input_ids, self.classifier.config.pad_token_id)
+        rows = torch.arange(len(features), device=features.device)
+        return features[rows, last.to(features.device)]
 
     def activation_checkpointing_enable(self, **kwargs: Any) -> None:
         # Trainer calls this on the module it trains when gradient checkpointing is on.

@@ -3,6 +3,10 @@
 ``use_rslora`` scales the update by alpha / sqrt(r) instead of alpha / r (same parameters);
 ``use_dora`` splits each adapted weight into magnitude and direction, adding one trainable
 magnitude vector (out_features) per adapted module.
+
+Left null, ``target_modules`` is the architecture's default from the table
+(``tunefleet.trainers.architectures``: ``query``/``value``, GPT-2's ``c_attn``, Llama-style
+``q_proj``/``v_proj``), else peft's own default for the model type.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from peft import LoraConfig, PeftConfig, TaskType
 from transformers import PreTrainedModel
 
 from tunefleet.config import TrainConfig
+from tunefleet.trainers.architectures import ARCHITECTURES
 from tunefleet.trainers.methods._peft import PeftMethod, target_problem
 from tunefleet.trainers.methods.registry import register
 
@@ -32,7 +37,7 @@ class Lora(PeftMethod):
             r=settings.r,
             lora_alpha=settings.alpha,
             lora_dropout=settings.dropout,
-            target_modules=_targets(config),
+            target_modules=_targets(model, config),
             use_rslora=settings.use_rslora,
             use_dora=settings.use_dora,
         )
@@ -40,9 +45,11 @@ class Lora(PeftMethod):
     def problem(
         self, exc: ValueError, model: PreTrainedModel, config: TrainConfig
     ) -> tuple[str, str]:
-        return target_problem(TARGETS, _targets(config), model, exc)
+        return target_problem(TARGETS, _targets(model, config), model, exc)
 
 
-def _targets(config: TrainConfig) -> list[str] | None:
-    targets = config.lora.target_modules
-    return list(targets) if targets else None
+def _targets(model: PreTrainedModel, config: TrainConfig) -> list[str] | None:
+    if config.lora.target_modules:
+        return list(config.lora.target_modules)
+    row = ARCHITECTURES.get(str(model.config.model_type))
+    return list(row.lora_targets) if row is not None else None

@@ -2,6 +2,9 @@
 
 At first only the head trains; every ``every_epochs`` epochs the next ``blocks_per_step``
 transformer blocks unfreeze top-down, and one step after the bottom block the embeddings do.
+Blocks and embeddings are where the architecture table says (``tunefleet.trainers.architectures``):
+``encoder.layer.N`` in BERT, ``transformer.h.N`` in GPT-2, ``model.layers.N`` in Llama, Mistral
+and Qwen2.
 
 The head is every parameter that is neither in a block nor an embedding: the classifier and what
 sits between the top block and it (BERT's pooler, DistilBERT's pre_classifier, GPT-2's ``ln_f``,
@@ -22,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +39,7 @@ from transformers import (
 
 from tunefleet.config import TrainConfig, UnfreezeConfig
 from tunefleet.errors import ConfigError
+from tunefleet.trainers.architectures import ARCHITECTURES, Architecture
 from tunefleet.trainers.methods.full import FullFineTuning
 from tunefleet.trainers.methods.registry import register
 from tunefleet.trainers.optimization import NO_DECAY
@@ -44,40 +47,6 @@ from tunefleet.trainers.optimization import NO_DECAY
 logger = logging.getLogger(__name__)
 
 Named = list[tuple[str, nn.Parameter]]
-
-
-@dataclass(frozen=True)
-class Family:
-    """Where an architecture keeps its blocks (group 1: the block index) and embeddings."""
-
-    name: str
-    block: re.Pattern[str]
-    embeddings: re.Pattern[str]
-
-
-# Anchored at a name component so wrappers' prefixes (``_orig_mod.``) do not matter.
-FAMILIES = (
-    Family(
-        "BERT-family (*.encoder.layer.N: BERT, RoBERTa, MiniLM, ELECTRA, DeBERTa)",
-        re.compile(r"(?:^|\.)encoder\.layer\.(\d+)\."),
-        re.compile(r"(?:^|\.)\w*embeddings\w*\."),
-    ),
-    Family(
-        "DistilBERT (*.transformer.layer.N)",
-        re.compile(r"(?:^|\.)transformer\.layer\.(\d+)\."),
-        re.compile(r"(?:^|\.)embeddings\."),
-    ),
-    Family(
-        "GPT-2 (transformer.h.N)",
-        re.compile(r"(?:^|\.)transformer\.h\.(\d+)\."),
-        re.compile(r"(?:^|\.)transformer\.(?:wte|wpe)\."),
-    ),
-    Family(
-        "Llama-style (model.layers.N: Llama, Mistral, Qwen2)",
-        re.compile(r"(?:^|\.)model\.layers\.(\d+)\."),
-        re.compile(r"(?:^|\.)model\.embed_tokens\."),
-    ),
-)
 
 
 @dataclass(frozen=True)
@@ -101,31 +70,34 @@ class Units:
         return [unit for unit in units if unit[1]]
 
 
-def family_of(model: nn.Module) -> Family:
-    names = [name for name, _ in model.named_parameters()]
-    for family in FAMILIES:
-        if any(family.block.search(name) for name in names):
-            return family
-    raise ConfigError(
-        [
-            (
-                "train.method",
-                f"unfreeze does not know where {type(model).__name__} keeps its blocks; "
-                f"supported: {'; '.join(family.name for family in FAMILIES)}",
-            )
-        ]
-    )
+def units_of(model: nn.Module) -> Architecture:
+    """The table row that says where ``model`` keeps its blocks and embeddings."""
+    model_type = str(getattr(getattr(model, "config", None), "model_type", ""))
+    row = ARCHITECTURES.get(model_type)
+    if row is None:
+        raise ConfigError(
+            [
+                (
+                    "train.method",
+                    f"unfreeze does not know where {type(model).__name__} (model type "
+                    f"{model_type!r}) keeps its blocks; supported model types: "
+                    f"{', '.join(sorted(ARCHITECTURES))}",
+                )
+            ]
+        )
+    return row
 
 
 def split_units(model: nn.Module) -> Units:
-    family = family_of(model)
+    row = units_of(model)
+    block, embedding = row.block_pattern(), row.embeddings_pattern()
     head: Named = []
     embeddings: Named = []
     blocks: dict[int, Named] = {}
     for name, param in model.named_parameters():
-        if match := family.block.search(name):
+        if match := block.search(name):
             blocks.setdefault(int(match.group(1)), []).append((name, param))
-        elif family.embeddings.search(name):
+        elif embedding.search(name):
             embeddings.append((name, param))
         else:
             head.append((name, param))
