@@ -15,9 +15,9 @@ from transformers import AutoTokenizer
 
 from support.cli import run_cli
 from support.configs import write_config
-from support.models import ASSETS
+from support.models import BPE_TOKENIZER
 from support.trials import tiny_config, trial_request
-from tunefleet.config import ModelConfig, TrainConfig, parse_config
+from tunefleet.config import METHODS, ModelConfig, TrainConfig, parse_config
 from tunefleet.errors import ConfigError
 from tunefleet.platform.checks import check_sweep
 from tunefleet.trainers.checkpoint import load_checkpoint
@@ -126,12 +126,15 @@ def test_the_fp16_refusal_guards_a_real_failure(tiny_model: Path) -> None:
         scaler.unscale_(torch.optim.AdamW(model.parameters()))
 
 
-def test_dann_on_half_weights_needs_autocast() -> None:
-    exc = refusal({"dtype": "bfloat16"}, {"method": "dann"}, CPU)
-    assert [k for k, _ in exc.problems] == ["model.dtype"] and "dann" in str(exc)
-    check_weights(
-        ModelConfig(dtype="bfloat16"), TrainConfig(method="dann", precision="bf16"), device=CPU
-    )
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_every_method_takes_bfloat16_weights_on_a_cpu(precision: str) -> None:
+    # dann's domain classifier takes the head's dtype, so it needs no autocast either.
+    for method in METHODS:
+        check_weights(
+            ModelConfig(dtype="bfloat16"),
+            TrainConfig(method=method, precision=precision),
+            device=CPU,
+        )
 
 
 # --- quantization ------------------------------------------------------------------------------
@@ -241,7 +244,7 @@ def test_an_encoder_keeps_its_own_pad_token(tiny_model: Path) -> None:
 
 
 def test_a_tokenizer_without_pad_or_eos_is_refused(tmp_path: Path) -> None:
-    tokenizer = AutoTokenizer.from_pretrained(ASSETS / "bpe-tokenizer")
+    tokenizer = AutoTokenizer.from_pretrained(BPE_TOKENIZER)
     tokenizer.eos_token = tokenizer.bos_token = tokenizer.unk_token = None
     tokenizer.save_pretrained(tmp_path)
     with pytest.raises(ConfigError) as exc:

@@ -179,7 +179,7 @@ class Ia3Config(Strict):
     feedforward_modules: list[str] | None = Field(
         None,
         description="Which of target_modules are feed-forward (scaled on their input); "
-        "null: peft's default.",
+        "null: the architecture's default when target_modules is null too, else peft's.",
     )
 
 

@@ -28,12 +28,6 @@ NOT_ON_QUANTIZED: dict[str, str] = {
 }
 ON_QUANTIZED = tuple(m for m in METHODS if m not in NOT_ON_QUANTIZED)
 
-#: Methods that cannot train half-precision weights without autocast, and why.
-NOT_ON_HALF: dict[str, str] = {
-    "dann": "its domain classifier is float32 and reads the body's half-precision features, "
-    "which only autocast (train.precision bf16/fp16) reconciles",
-}
-
 
 @dataclass(frozen=True)
 class Device:
@@ -93,14 +87,6 @@ def _config_problems(model: ModelConfig, train: TrainConfig) -> list[tuple[str, 
                 "fp16 with model.dtype float16: the fp16 GradScaler cannot unscale float16 "
                 "gradients ('Attempting to unscale FP16 gradients'); use train.precision bf16 "
                 "or fp32, or model.dtype float32",
-            )
-        )
-    if model.dtype != "float32" and train.precision == "fp32" and train.method in NOT_ON_HALF:
-        problems.append(
-            (
-                "model.dtype",
-                f"{model.dtype} with train.method {train.method}: "
-                f"{NOT_ON_HALF[train.method]}; set train.precision bf16 or model.dtype float32",
             )
         )
     return problems

@@ -93,8 +93,6 @@ LLAMA_1B_TRAINABLE = {
     "dann": LLAMA_1B + 262_530,
 }
 PEFT_METHODS = {"lora", "prefix", "prompt", "ia3"}
-# TODO(lead): enable after merging wt-dec-methods (adapters on Llama layers): empty
-# param_counts.PENDING, and these run every row.
 MEASURED = [case for case in param_counts.CASES if ("llama-1b", case) not in param_counts.PENDING]
 
 
