@@ -11,8 +11,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from support.waiting import wait_for
 from tunefleet.config import parse_config
-from tunefleet.search.liveness import fail_stale_trials, fail_trial, heartbeat
+from tunefleet.errors import ConfigError
+from tunefleet.search.liveness import StaleClock, fail_stale_trials, fail_trial, heartbeat
 from tunefleet.search.study import make_sampler, make_storage, open_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -72,3 +74,48 @@ def test_opening_storage_and_study_warns_nothing(
         open_study(config, storage=make_storage(url), create=True)
         make_sampler(config, worker=1)
         optuna.load_study(study_name="quiet", storage=make_storage(url))
+
+
+def test_the_stale_clock_finds_a_silent_trial_while_nobody_asks(tmp_path: Path) -> None:
+    """optuna#3293: Optuna looks for stale trials only when a worker asks. The clock looks every
+    heartbeat interval, and hands each stale trial to the storage's callback exactly once."""
+    found: list[int] = []
+    storage = make_storage(
+        f"sqlite:///{tmp_path / 'clock.db'}",
+        heartbeat_s=1,
+        stale_after_s=2,
+        on_stale=lambda study, trial: found.append(trial.number),
+    )
+    study = optuna.create_study(storage=storage)
+    silent, alive = study.ask(), study.ask()
+    with heartbeat(study, silent):
+        pass  # one beat, then its "worker" stops beating while nothing asks for a trial
+    with heartbeat(study, alive), StaleClock(study):
+        wait_for(lambda: found, timeout_s=60, what="the clock to find the silent trial")
+        states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    assert found == [silent.number]
+    assert states == {silent.number: TrialState.FAIL, alive.number: TrialState.RUNNING}
+
+
+def test_heartbeat_and_grace_come_from_the_config(tmp_path: Path, sentiment_csv: Path) -> None:
+    config = parse_config(
+        {
+            "name": "beats",
+            "data": {"train": str(sentiment_csv)},
+            "search": {"heartbeat_s": 3, "stale_after_s": 7},
+        }
+    )
+    storage = make_storage(
+        f"sqlite:///{tmp_path / 'b.db'}",
+        heartbeat_s=config.search.heartbeat_s,
+        stale_after_s=config.search.stale_after_s,
+    )
+    assert (storage.get_heartbeat_interval(), storage.grace_period) == (3, 7)
+    with pytest.raises(ConfigError, match=r"stale_after_s \(5\) must exceed heartbeat_s"):
+        parse_config(
+            {
+                "name": "beats",
+                "data": {"train": str(sentiment_csv)},
+                "search": {"heartbeat_s": 5, "stale_after_s": 5},
+            }
+        )

@@ -274,6 +274,12 @@ class TrainConfig(Strict):
         default_factory=UnfreezeConfig, description="Gradual unfreezing."
     )
     dann: DannConfig = Field(default_factory=DannConfig, description="Domain-adversarial training.")
+    on_oom: Literal["fail", "halve_batch"] = Field(
+        "fail",
+        description="A trial out of memory (CUDA OOM or MemoryError): fail (reason oom, with its "
+        "batch size), or halve_batch: retry it once with half the per-device batch and twice the "
+        "gradient accumulation, so the effective batch is unchanged.",
+    )
 
 
 class Dimension(Strict):
@@ -328,6 +334,34 @@ class SearchConfig(Strict):
         description="Dotted config path -> {choices: [...]} or {low, high, log, step}. Paths "
         "under a method's own section (train.lora.*) are sampled only when that method is drawn.",
     )
+    max_retries: int = Field(
+        2,
+        ge=0,
+        le=100,
+        description="Retries (same params, resumed from its last evaluation) of a trial whose "
+        "worker died: killed, stale heartbeat, SIGTERM; then it is failed. Errors in training, "
+        "non-finite losses and invalid params are never retried.",
+    )
+    max_failures: int | None = Field(
+        None,
+        ge=1,
+        description="Stop the sweep once this many trials have failed for good (retries not "
+        "counted), naming the most frequent reason; null: no limit.",
+    )
+    heartbeat_s: int = Field(
+        20,
+        ge=1,
+        le=3600,
+        description="Seconds between a running trial's heartbeats; every worker and the launcher "
+        "also look for stale trials this often.",
+    )
+    stale_after_s: int = Field(
+        120,
+        ge=2,
+        le=86400,
+        description="A running trial whose heartbeat is older than this is stale: its worker is "
+        "taken for dead and the trial is retried (within one heartbeat_s of expiring).",
+    )
 
     @field_validator("metric")
     @classmethod
@@ -335,6 +369,16 @@ class SearchConfig(Strict):
         if not value.startswith("eval_"):
             raise ValueError(f"must name an eval metric starting with 'eval_', got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _stale_after_beats(self) -> SearchConfig:
+        # A trial must have time to beat at least once before it may be taken for dead.
+        if self.stale_after_s <= self.heartbeat_s:
+            raise ValueError(
+                f"stale_after_s ({self.stale_after_s}) must exceed "
+                f"heartbeat_s ({self.heartbeat_s}): a trial must beat before it can be stale"
+            )
+        return self
 
 
 class MlflowConfig(Strict):
@@ -370,6 +414,16 @@ class TrackingConfig(Strict):
     )
 
 
+class WorkerConfig(Strict):
+    grace_s: float = Field(
+        30.0,
+        gt=0,
+        description="After SIGTERM (spot reclaim, Slurm preemption, Kubernetes eviction) a worker "
+        "finishes the optimizer step, saves the trial's resumable state, re-queues it and exits 0 "
+        "within this many seconds; a second SIGTERM or a SIGINT exits at once.",
+    )
+
+
 class SweepConfig(Strict):
     name: str = Field(pattern=NAME_PATTERN, description="Sweep name = Optuna study name.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="The model to tune.")
@@ -377,6 +431,7 @@ class SweepConfig(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig, description="Each trial's defaults.")
     search: SearchConfig = Field(default_factory=SearchConfig, description="The search.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Trackers.")
+    worker: WorkerConfig = Field(default_factory=WorkerConfig, description="Worker processes.")
 
     @model_validator(mode="after")
     def _dann_needs_domains(self) -> SweepConfig:

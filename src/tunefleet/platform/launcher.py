@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -24,6 +24,7 @@ from tunefleet.errors import ConfigError, TunefleetError
 from tunefleet.platform.checks import check_sweep
 from tunefleet.platform.layout import Layout, mlflow_tracking_uri
 from tunefleet.platform.quiet import quiet_libraries
+from tunefleet.platform.retries import Retries, failure_stop
 from tunefleet.platform.run_tracking import (
     end_sweep_tracking,
     reopen_sweep_tracking,
@@ -38,12 +39,21 @@ from tunefleet.redaction import (
     secret_values,
     url_passwords,
 )
-from tunefleet.search.liveness import fail_stale_trials, fail_trial
+from tunefleet.search.liveness import StaleClock, fail_stale_trials, fail_trial
 from tunefleet.search.study import grid_size, make_storage, open_study
 from tunefleet.tracking.mlflow_sink import fail_fast_http
 
-#: Keys a resumed sweep may change: they set how much more to run, not what a trial is.
-RESUMABLE_KEYS = ("search.trials", "search.timeout")
+#: Keys a resumed sweep may change: they set how much more to run, or how failures are
+#: handled, not what a trial is.
+RESUMABLE_KEYS = (
+    "search.trials",
+    "search.timeout",
+    "search.max_retries",
+    "search.max_failures",
+    "search.heartbeat_s",
+    "search.stale_after_s",
+    "worker.grace_s",
+)
 INTERRUPTED = 130
 """The sweep's exit code when stopped by Ctrl-C or SIGTERM."""
 
@@ -97,7 +107,7 @@ def prepare_sweep(config: SweepConfig, layout: Layout, db_url: str) -> Store:
     ids = _sweep_tracking(config, layout, record.mlflow_parent_run_id)
     if ids is not None:
         store.set_mlflow_ids(config.name, experiment_id=ids[0], parent_run_id=ids[1])
-    recover(store, config, db_url)
+    recover(store, config, db_url, layout=layout)
     return store
 
 
@@ -145,27 +155,57 @@ def budget(config: SweepConfig) -> int:
     return config.search.trials if size is None else min(size, config.search.trials)
 
 
-def recover(store: Store, config: SweepConfig, db_url: str) -> None:
-    """Fail trials left RUNNING by a dead worker, then recount the budget's claimed slots.
+def retrying_study(
+    store: Store, config: SweepConfig, db_url: str, *, layout: Layout
+) -> optuna.Study:
+    """The study on a storage whose stale trials are re-queued (``platform.retries``)."""
+    retries = Retries(store, config.name, max_retries=config.search.max_retries, layout=layout)
+    storage = make_storage(
+        db_url,
+        heartbeat_s=config.search.heartbeat_s,
+        stale_after_s=config.search.stale_after_s,
+        on_stale=retries,
+    )
+    return optuna.load_study(study_name=config.name, storage=storage)
 
-    Heartbeats catch dead workers on other hosts after the grace period (optuna#3215); a dead
-    process on this host is known at once, so a resumed sweep does not wait for the grace period.
+
+def recover(store: Store, config: SweepConfig, db_url: str, *, layout: Layout) -> None:
+    """Re-queue (or fail) trials left RUNNING by a dead worker, then recount the budget's
+    claimed slots.
+
+    Heartbeats catch dead workers on other hosts after ``search.stale_after_s`` (optuna#3215); a
+    dead process on this host is known at once, so a resumed sweep does not wait for that.
     """
-    study = optuna.load_study(study_name=config.name, storage=make_storage(db_url))
-    host = socket.gethostname()
-    for record in store.trials(config.name):
-        if (
-            record.state != "RUNNING"
-            or record.host != host
-            or record.pid is None
-            or _alive(record.pid)
-        ):
-            continue
-        fail_trial(study, record.number)
-        store.upsert_trial(config.name, record.number, state="FAIL")
+    study = retrying_study(store, config, db_url, layout=layout)
+    requeue_dead_workers(study, store, config, layout=layout)
     fail_stale_trials(study)
     counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
     store.set_claimed(config.name, claimed=len(study.get_trials(deepcopy=False, states=counted)))
+
+
+def requeue_dead_workers(
+    study: optuna.Study,
+    store: Store,
+    config: SweepConfig,
+    *,
+    layout: Layout,
+    pids: set[int] | None = None,
+) -> list[int]:
+    """Trials RUNNING on this host under a process that is gone (or one of ``pids``, known
+    dead): failed as interrupted and re-queued (up to ``search.max_retries``); their numbers."""
+    retries = Retries(store, config.name, max_retries=config.search.max_retries, layout=layout)
+    host, found = socket.gethostname(), []
+    for record in store.trials(config.name):
+        if record.state != "RUNNING" or record.host != host or record.pid is None:
+            continue
+        if (record.pid not in pids) if pids is not None else _alive(record.pid):
+            continue
+        if fail_trial(study, record.number):
+            [frozen] = [t for t in study.get_trials(deepcopy=False) if t.number == record.number]
+            detail = f"worker pid {record.pid} on {host} died"
+            retries.end(study, frozen, reason="interrupted", detail=detail)
+            found.append(record.number)
+    return found
 
 
 def _alive(pid: int) -> bool:
@@ -194,28 +234,116 @@ def start_workers(
 ) -> list[subprocess.Popen[bytes]]:
     """``secrets`` (dotted path -> real value) travel in the environment: the store has them
     redacted, and a command line is visible to every user of the host (``ps``)."""
+    return [
+        start_worker(slot, name, layout, db_url, deadline=deadline, secrets=secrets)
+        for slot in plan_slots(workers)
+    ]
+
+
+def start_worker(
+    slot: Slot,
+    name: str,
+    layout: Layout,
+    db_url: str,
+    *,
+    deadline: float | None,
+    secrets: dict[str, Any] | None = None,
+) -> subprocess.Popen[bytes]:
     extra = {SECRETS_ENV: json.dumps(secrets)} if secrets else {}
-    procs = []
-    for slot in plan_slots(workers):
-        command = [
-            sys.executable,
-            "-m",
-            "tunefleet",
-            "worker",
-            name,
-            "--out",
-            str(layout.out),
-            "--db",
-            db_url,
-            "--index",
-            str(slot.index),
-        ]
-        if slot.threads:
-            command += ["--threads", str(slot.threads)]
-        if deadline is not None:
-            command += ["--deadline", str(deadline)]
-        procs.append(subprocess.Popen(command, env={**os.environ, **slot.env, **extra}))
-    return procs
+    command = [
+        sys.executable,
+        "-m",
+        "tunefleet",
+        "worker",
+        name,
+        "--out",
+        str(layout.out),
+        "--db",
+        db_url,
+        "--index",
+        str(slot.index),
+    ]
+    if slot.threads:
+        command += ["--threads", str(slot.threads)]
+    if deadline is not None:
+        command += ["--deadline", str(deadline)]
+    return subprocess.Popen(command, env={**os.environ, **slot.env, **extra})
+
+
+@dataclass
+class Fleet:
+    """The local engine's worker processes, one per slot, and what the launcher does when one
+    dies: its trial is re-queued at once (the process check; no waiting for a stale
+    heartbeat), and a slot whose worker exited is started again while a retry waits for a
+    worker and the budget has a free slot."""
+
+    config: SweepConfig
+    layout: Layout
+    db_url: str
+    store: Store
+    study: optuna.Study
+    slots: list[Slot]
+    procs: list[subprocess.Popen[bytes]]
+    deadline: float | None = None
+    secrets: dict[str, Any] | None = None
+    _seen_dead: set[int] = field(default_factory=set)
+    _restarts: int = 0
+
+    def running(self) -> bool:
+        return any(p.poll() is None for p in self.procs)
+
+    def check(self) -> None:
+        dead = {p.pid for p in self.procs if p.poll() is not None} - self._seen_dead
+        for p in self.procs:
+            if p.pid in dead:
+                print(f"worker {p.pid} exited ({p.returncode})", flush=True)
+        if dead:
+            self._seen_dead |= dead
+            requeued = requeue_dead_workers(
+                self.study, self.store, self.config, layout=self.layout, pids=dead
+            )
+            for number in requeued:
+                print(f"trial {number}: its worker died; re-queued", flush=True)
+        if self._retry_waits():
+            for i, proc in enumerate(self.procs):
+                if proc.poll() is not None:
+                    self._restarts += 1
+                    slot = self.slots[i]
+                    # A new sampler seed offset: the same one would draw its first params again.
+                    index = slot.index + len(self.slots) * self._restarts
+                    self.procs[i] = start_worker(
+                        Slot(index, slot.env, slot.threads),
+                        self.config.name,
+                        self.layout,
+                        self.db_url,
+                        deadline=self.deadline,
+                        secrets=self.secrets,
+                    )
+                    break  # one at a time: the next check sees whether more are needed
+
+    def _retry_waits(self) -> bool:
+        if self.deadline is not None and time.time() >= self.deadline:
+            return False
+        if not self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            return False
+        if failure_stop(self.store, self.config.name, self.config.search.max_failures):
+            return False
+        sweep = self.store.get_sweep(self.config.name)
+        return sweep.claimed < sweep.budget
+
+    def terminate(self) -> None:
+        """SIGTERM every worker: each saves its trial's state and re-queues it within
+        ``worker.grace_s``; a worker still there after that (and a margin) is killed."""
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        limit = time.time() + self.config.worker.grace_s + 10
+        for p in self.procs:
+            try:
+                p.wait(max(0.1, limit - time.time()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
 
 
 def progress_line(study: optuna.Study, budget: int, started: float) -> str:
@@ -233,25 +361,33 @@ def progress_line(study: optuna.Study, budget: int, started: float) -> str:
     return line
 
 
-def watch(procs: list[subprocess.Popen[bytes]], study: optuna.Study, budget: int) -> int:
-    """Print a progress line whenever it changes until every worker exits; their worst code."""
+def watch(fleet: Fleet, budget: int) -> int:
+    """Print a progress line whenever it changes until every worker exits; their worst code.
+    Meanwhile: dead workers' trials are re-queued (``Fleet.check``), and stale trials are
+    looked for every ``search.heartbeat_s`` (``StaleClock``), even while no worker asks."""
     started, last = time.time(), ""
+    study = fleet.study
     try:
-        while any(p.poll() is None for p in procs):
-            line = progress_line(study, budget, started)
-            if line.split("]", 1)[1] != last:
-                print(line, flush=True)
-                last = line.split("]", 1)[1]
-            time.sleep(2)
+        with StaleClock(study):
+            while True:
+                fleet.check()  # may start a worker again, for a retry that waits
+                if not fleet.running():
+                    break
+                line = progress_line(study, budget, started)
+                if line.split("]", 1)[1] != last:
+                    print(line, flush=True)
+                    last = line.split("]", 1)[1]
+                time.sleep(2)
     except KeyboardInterrupt:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(30)
+        fleet.terminate()
         print("interrupted: run the same command again to resume", flush=True)
         return INTERRUPTED
     print(progress_line(study, budget, started), flush=True)
-    return max((p.returncode or 0) for p in procs)
+    stop = failure_stop(fleet.store, fleet.config.name, fleet.config.search.max_failures)
+    if stop is not None:
+        print(stop, flush=True)
+        return 1
+    return max((p.returncode or 0) for p in fleet.procs)
 
 
 def summary(config: SweepConfig, store: Store, layout: Layout, db_url: str) -> dict[str, Any]:
@@ -311,7 +447,7 @@ def run_sweep(config: SweepConfig, *, layout: Layout, db_url: str, workers: int)
     started = time.time()
     store = prepare_sweep(config, layout, db_url)
     deadline = started + config.search.timeout if config.search.timeout else None
-    study = optuna.load_study(study_name=config.name, storage=make_storage(db_url))
+    study = retrying_study(store, config, db_url, layout=layout)
     total = budget(config)
     print(
         f"sweep {config.name}: {total} trials, {workers} worker(s), "
@@ -319,18 +455,14 @@ def run_sweep(config: SweepConfig, *, layout: Layout, db_url: str, workers: int)
         flush=True,
     )
     with _ParentRunEnd(config, layout, store.get_sweep(config.name).mlflow_parent_run_id) as end:
-        code = watch(
-            start_workers(
-                config.name,
-                layout,
-                db_url,
-                workers=workers,
-                deadline=deadline,
-                secrets=secret_params(config),
-            ),
-            study,
-            total,
-        ) or (0 if store_has_complete(study) else 1)
+        secrets = secret_params(config)
+        slots = plan_slots(workers)
+        procs = [
+            start_worker(slot, config.name, layout, db_url, deadline=deadline, secrets=secrets)
+            for slot in slots
+        ]
+        fleet = Fleet(config, layout, db_url, store, study, slots, procs, deadline, secrets)
+        code = watch(fleet, total) or (0 if store_has_complete(study) else 1)
         end.status = "FINISHED" if code == 0 else "KILLED" if code == INTERRUPTED else "FAILED"
     print_summary(config, summary(config, store, layout, db_url), wall_s=time.time() - started)
     store.dispose()

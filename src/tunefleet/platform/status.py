@@ -55,6 +55,11 @@ def trial_json(view: SweepView, trial: FrozenTrial) -> dict[str, Any]:
         "checkpoint": record.checkpoint if record else None,
         "seconds": seconds,
         "live": record.live if record and trial.state == TrialState.RUNNING else None,
+        "attempt": record.attempt if record else 1,
+        "retry_of": record.retry_of if record else None,
+        "reason": record.reason if record else None,
+        "reason_detail": record.reason_detail if record else None,
+        "requeued": record.requeued if record else False,
     }
 
 
@@ -108,7 +113,7 @@ def table(view: SweepView) -> str:
         {k for r in view.records.values() for k in r.params}
         | {k for t in view.trials for k in t.params}
     )
-    header = ["trial", "state", metric, "test_accuracy", "seconds", *params]
+    header = ["trial", "state", metric, "test_accuracy", "seconds", "attempt", "reason", *params]
     rows = [header]
     for trial in sorted_trials(view):
         record = view.records.get(trial.number)
@@ -121,6 +126,8 @@ def table(view: SweepView) -> str:
                 _value_cell(view, trial, record),
                 _fmt(test),
                 _fmt(trial_json(view, trial)["seconds"], 1),
+                _attempt_cell(record),
+                _reason_cell(record),
                 *(_fmt(values.get(p)) for p in params),
             ]
         )
@@ -129,6 +136,28 @@ def table(view: SweepView) -> str:
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in rows
     )
+
+
+def _attempt_cell(record: TrialRecord | None) -> str:
+    """``1``, or ``2 of 0`` for the second attempt of logical trial 0."""
+    if record is None or record.retry_of is None:
+        return "1"
+    return f"{record.attempt} of {record.retry_of}"
+
+
+REASON_WIDTH = 60
+"""The reason column's detail is cut here; ``status --json`` has all of it."""
+
+
+def _reason_cell(record: TrialRecord | None) -> str:
+    """Why an attempt failed, and whether it was re-queued: ``stale: ... (retried)``."""
+    if record is None or record.reason is None:
+        return "-"
+    cell = record.reason
+    if record.reason_detail:
+        detail = record.reason_detail.replace("\n", " ")
+        cell += f": {detail[:REASON_WIDTH]}{'...' if len(detail) > REASON_WIDTH else ''}"
+    return cell + (" (retried)" if record.requeued else "")
 
 
 def _fmt(value: Any, digits: int = 4) -> str:

@@ -133,8 +133,19 @@ def _chosen_experimental() -> Iterator[None]:
         yield
 
 
-def make_storage(url: str) -> RDBStorage:
-    """Optuna's storage with heartbeats on, and SQLite waiting out its lock (optuna#820)."""
+StaleCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+"""What to do with a trial found stale (``search.liveness``): re-queue it or fail it for good."""
+
+
+def make_storage(
+    url: str,
+    *,
+    heartbeat_s: int = HEARTBEAT_SECONDS,
+    stale_after_s: int = GRACE_SECONDS,
+    on_stale: StaleCallback | None = None,
+) -> RDBStorage:
+    """Optuna's storage with heartbeats on (``search.heartbeat_s``, ``search.stale_after_s``),
+    and SQLite waiting out its lock (optuna#820)."""
     engine_kwargs: dict[str, object] = {}
     if url.startswith("sqlite"):
         engine_kwargs["connect_args"] = {"timeout": 60}
@@ -144,8 +155,9 @@ def make_storage(url: str) -> RDBStorage:
         return RDBStorage(
             url,
             engine_kwargs=engine_kwargs,
-            heartbeat_interval=HEARTBEAT_SECONDS,
-            grace_period=GRACE_SECONDS,
+            heartbeat_interval=heartbeat_s,
+            grace_period=stale_after_s,
+            heartbeat_stale_trial_callback=on_stale,
         )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Dialect,
     Float,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy import false as sa_false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -106,6 +108,18 @@ class Trial(Base):
     updated: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     live: Mapped[dict[str, Any] | None] = mapped_column(NullableJSON, nullable=True)
     """While the trial runs: its last step and the latest value of each metric."""
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default="1")
+    """1 for a first attempt; a retry of a dead worker's trial counts on from there."""
+    retry_of: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """The logical trial: the first attempt's number (None on a first attempt)."""
+    reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    """Why the attempt ended other than complete or pruned (``platform.retries.REASONS``)."""
+    reason_detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """The exception's last line, the step, the batch size: what the reason needs."""
+    requeued: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=sa_false()
+    )
+    """True when a retry was queued for this attempt (it is not failed for good)."""
 
 
 class Best(Base):

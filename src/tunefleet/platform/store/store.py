@@ -73,6 +73,17 @@ class TrialRecord:
     pid: int | None
     live: dict[str, Any] | None = None
     """A running trial's last step and latest metrics (the store's telemetry sink)."""
+    attempt: int = 1
+    """1 for a first attempt, then 2, 3, ... for retries of the same logical trial."""
+    retry_of: int | None = None
+    """The logical trial (its first attempt's number) this attempt retries."""
+    reason: str | None = None
+    """Why the attempt ended otherwise than complete or pruned: interrupted, stale, failed,
+    non_finite, oom (``platform.retries``)."""
+    reason_detail: str | None = None
+    """The exception's last line, the step, or the batch size that goes with ``reason``."""
+    requeued: bool = False
+    """A retry was queued for this attempt: it is not failed for good."""
 
 
 @dataclass(frozen=True)
@@ -238,7 +249,18 @@ def _check_trial_field(field: str, value: Any) -> Any:
         live = _check_dict(value, what)
         _check_json(live, what)
         return live
-    # mlflow_run_id, wandb_run_id, checkpoint, host
+    if field == "attempt":
+        attempt = _check_count(value, what)
+        if attempt < 1:
+            raise ValueError(f"invalid {what} {value!r}: expected 1 or more")
+        return attempt
+    if field == "retry_of":
+        return None if value is None else _check_count(value, what)
+    if field == "requeued":
+        if not isinstance(value, bool):
+            raise ValueError(f"invalid {what} {value!r}: expected true or false")
+        return value
+    # mlflow_run_id, wandb_run_id, checkpoint, host, reason, reason_detail
     return _check_optional_str(value, what)
 
 
@@ -274,6 +296,11 @@ def _trial_record(row: Row[Any]) -> TrialRecord:
         host=row.host,
         pid=row.pid,
         live=None if row.live is None else dict(row.live),
+        attempt=row.attempt,
+        retry_of=row.retry_of,
+        reason=row.reason,
+        reason_detail=row.reason_detail,
+        requeued=bool(row.requeued),
     )
 
 
