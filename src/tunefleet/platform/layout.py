@@ -47,6 +47,11 @@ class Layout:
     def spool_root(self) -> Path:
         return self.out / "spool"
 
+    def resume_dir(self, sweep: str, number: int) -> Path:
+        """The resumable state of logical trial ``number`` (its first attempt's number), replaced
+        at every evaluation and read back by a retry (see trainers/resume.py)."""
+        return self.out / "resume" / sweep / f"trial-{number}"
+
     def work_dir(self, sweep: str, number: int) -> Path:
         return self.out / "work" / sweep / f"trial-{number}"
 
