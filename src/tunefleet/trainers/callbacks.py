@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,16 @@ class BestCheckpointCallback(TrainerCallback):
         if self.report is not None and self.report(round(epoch), value) and not final:
             self.pruned = True
             control.should_training_stop = True
+
+    def export(self) -> dict[str, Any]:
+        """The best-so-far and the early-stopping count, as JSON, for a trial's resumable state
+        (the best checkpoint itself is its own folder, matched by ``hashes``)."""
+        return {"best": asdict(self.best), "stale": self.stale, "pruned": self.pruned}
+
+    def restore(self, exported: dict[str, Any]) -> None:
+        """Continue from what :meth:`export` gave (a resumed trial)."""
+        self.best = _Best(**exported["best"])
+        self.stale, self.pruned = int(exported["stale"]), bool(exported["pruned"])
 
     def _record_best(self, state: TrainerState, value: float) -> None:
         state.best_metric = value

@@ -2,17 +2,23 @@
 
 A trial's value is its best evaluation (not its last), and the checkpoint kept is that
 evaluation's; each evaluation is handed to ``report`` so a caller (the Optuna worker) can prune.
+With a ``resume_dir``, the trial keeps its resumable state there and continues from it when it
+finds one (trainers/resume.py); a trial that does not complete raises TrialPruned,
+TrialInterrupted, NonFiniteError or TrialOutOfMemory.
 """
 
 from __future__ import annotations
 
+import gc
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
@@ -40,13 +46,20 @@ from tunefleet.trainers.optimization import (
     build_scheduler,
     default_param_groups,
 )
+from tunefleet.trainers.resume import (
+    StopRequested,
+    TrialInterrupted,
+    TrialOutOfMemory,
+    read_record,
+    recover,
+)
 from tunefleet.trainers.tokens import (
     EncodedDataset,
     domain_mixture,
     encode,
     encode_unlabelled,
 )
-from tunefleet.trainers.trainer import TunefleetTrainer
+from tunefleet.trainers.trainer import Resumable, TunefleetTrainer
 
 
 @dataclass
@@ -92,6 +105,12 @@ class TrialRequest:
     cache_dir: Path | None = None
     report: Reporter | None = None
     callbacks: Sequence[TrainerCallback] = ()
+    resume_dir: Path | None = None
+    """The logical trial's resumable state: written at every evaluation, resumed from when
+    complete at the start; never deleted here (the caller does, when the trial ends)."""
+    stop: threading.Event | None = None
+    """Set (from another thread) to end after the current optimizer step with the resumable
+    state written: run_trial then raises TrialInterrupted."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +135,9 @@ class _Data:
 
 
 def run_trial(config: SweepConfig, request: TrialRequest) -> TrialOutcome:
-    """Train one trial; raises TrialPruned (with its outcome) when ``request.report`` says stop."""
+    """Train one trial; raises TrialPruned (with its outcome) when ``request.report`` says stop,
+    TrialInterrupted (with the outcome so far) when ``request.stop`` is set, NonFiniteError when
+    the loss or gradient norm diverges and TrialOutOfMemory when memory runs out."""
     started = time.perf_counter()
     splits = load_splits(config.data)
     model = _setup_model(config, splits)
@@ -124,7 +145,23 @@ def run_trial(config: SweepConfig, request: TrialRequest) -> TrialOutcome:
     evaluations = EvaluationRecorder(splits.label_names)
     checkpoint = _setup_checkpoint(config, request, model, splits, evaluations)
     trainer = _setup_trainer(config, request, model, data, checkpoint, evaluations)
-    trainer.train()
+    resume_from = recover(request.resume_dir) if request.resume_dir is not None else None
+    if resume_from is not None:
+        checkpoint.restore(read_record(resume_from)["callbacks"])
+    try:
+        trainer.train(resume_from_checkpoint=None if resume_from is None else str(resume_from))
+    except StopRequested as stop:
+        history = trainer.state.log_history
+        so_far = _outcome(
+            config, request, model, splits, checkpoint, history, started=started, score=False
+        )
+        raise TrialInterrupted(stop.step, so_far) from None
+    except (torch.cuda.OutOfMemoryError, MemoryError) as error:
+        gc.collect()  # what the failed step held, before the caller retries in this process
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        train = config.train
+        raise TrialOutOfMemory(train.batch_size, train.gradient_accumulation_steps) from error
     outcome = _outcome(
         config, request, model, splits, checkpoint, trainer.state.log_history, started=started
     )
@@ -229,6 +266,7 @@ def _setup_trainer(
         compute_metrics=evaluations,
         target_eval=data.target_eval,
         gradient_groups=gradients,
+        resumable=Resumable(request.resume_dir, record=checkpoint.export, stop=request.stop),
         callbacks=[
             *model.method.callbacks(train),
             checkpoint,
@@ -267,12 +305,14 @@ def _outcome(
     log_history: Sequence[Mapping[str, Any]],
     *,
     started: float,
+    score: bool = True,
 ) -> TrialOutcome:
     """The trained trial's outcome: the best evaluation's metrics, plus the test split scored on
-    its reloaded checkpoint (``started``: the trial's ``time.perf_counter()`` at its start)."""
+    its reloaded checkpoint (``started``: the trial's ``time.perf_counter()`` at its start;
+    ``score``: False for a trial that has not finished)."""
     best = checkpoint.best
     metrics = dict(best.metrics)
-    if splits.test is not None and best.hashes is not None and not checkpoint.pruned:
+    if score and splits.test is not None and best.hashes is not None and not checkpoint.pruned:
         metrics.update(
             score_checkpoint(
                 request.checkpoint_dir,

@@ -3,23 +3,36 @@ in each evaluation and gradient clipping with the norm measured once per step by
 
 Gradient clipping goes through Trainer's private ``_clip_grad_norm`` and ``_get_grad_norm``
 hooks: a transformers release that renames them breaks here (tests/trainers/test_gradients.py).
+The resumable state (trainers/resume.py) goes through ``_maybe_log_save_evaluate``,
+``_load_from_checkpoint`` and Trainer's own ``_save_optimizer_and_scheduler``, ``_save_scaler``
+and ``_save_rng_state`` (tests/trainers/test_resume.py).
 """
 
 from __future__ import annotations
 
+import math
+import threading
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import torch
 from accelerate.utils import DistributedType
 from torch import Tensor, nn
 from torch.nn.utils import clip_grads_with_norm_
 from torch.utils.data import DataLoader, Dataset
 from transformers import Trainer
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import EvalLoopOutput
 from transformers.utils.import_utils import is_sagemaker_mp_enabled
 
+from tunefleet.errors import CheckpointError
 from tunefleet.trainers.evaluation import EvaluationRecorder
 from tunefleet.trainers.gradients import GradientGroups
+from tunefleet.trainers.resume import NonFiniteError, StopRequested, write_state
 
 TARGET_PREFIX = "eval_target"
 TARGET_METRICS = ("accuracy", "f1")
@@ -35,6 +48,25 @@ _ENGINE_CLIPPED = frozenset(
 )
 
 
+MODEL_STATE = "model_state.pt"
+"""The trained (and trainable) parameters and the buffers of a resumable state, by name."""
+
+
+@dataclass(frozen=True)
+class Resumable:
+    """Where the trial keeps its resumable state, and when to stop early."""
+
+    folder: Path | None
+    """Replaced at every evaluation (and at a stop); None: no state is kept."""
+    record: Callable[[], dict[str, Any]]
+    """The callbacks' own state to keep beside Trainer's (the best-so-far), as JSON."""
+    stop: threading.Event | None = None
+    """Set from another thread: end after the current optimizer step, state written."""
+
+    def stop_requested(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
+
+
 class TunefleetTrainer(Trainer):
     """Trainer whose every evaluation also scores the held-out target-domain rows, whatever the
     method, so a source-only baseline and dann are compared on the same numbers.
@@ -48,6 +80,13 @@ class TunefleetTrainer(Trainer):
     With ``gradient_groups``, the gradient norm of each optimizer step is measured once, before
     clipping, by :meth:`GradientGroups.measure` (global and per group, on the device), and that
     total is the one clipped with and logged as ``grad_norm``.
+
+    A training loss or gradient norm that is NaN or infinite ends training at once with
+    :class:`NonFiniteError`, before that step's update. With ``resumable``, the resumable state
+    is written after every evaluation (after ReduceLROnPlateau stepped with it), and a stop
+    request ends training after the current optimizer step with the state written: mid-epoch
+    at once, at an epoch's last step after that epoch's evaluation, so a resumed trial never
+    skips one.
     """
 
     def __init__(
@@ -55,12 +94,91 @@ class TunefleetTrainer(Trainer):
         *args: Any,
         target_eval: Dataset[Any] | None = None,
         gradient_groups: GradientGroups | None = None,
+        resumable: Resumable | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.target_eval = target_eval
         self.gradient_groups = gradient_groups
+        self.resumable = resumable
         self._plain_grads: bool | None = None
+
+    def training_step(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Tensor | Any],
+        num_items_in_batch: Tensor | int | None = None,
+    ) -> Tensor:
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        # One host sync, as Trainer's own NaN filter on the same loss already makes.
+        if not bool(torch.isfinite(loss).all()):
+            raise NonFiniteError(self.state.global_step + 1, "loss")
+        return loss
+
+    def _maybe_log_save_evaluate(self, *args: Any, **kwargs: Any) -> None:
+        evaluating = self.control.should_evaluate
+        super()._maybe_log_save_evaluate(*args, **kwargs)
+        resumable = self.resumable
+        if resumable is None:
+            return
+        finishing = (
+            self.control.should_training_stop or self.state.global_step >= self.state.max_steps
+        )
+        # An epoch's last step, its evaluation still to come in the call after on_epoch_end.
+        before_evaluation = not evaluating and float(self.state.epoch or 0.0).is_integer()
+        stopping = resumable.stop_requested() and not finishing and not before_evaluation
+        if resumable.folder is not None and (evaluating or stopping):
+            self.save_resumable(resumable.folder, resumable.record())
+        if stopping:
+            raise StopRequested(self.state.global_step)
+
+    def save_resumable(self, folder: Path, record: dict[str, Any]) -> None:
+        """Replace ``folder`` with this moment's resumable state (see trainers/resume.py)."""
+
+        model, optimizer = self.model, self.optimizer
+        assert model is not None and optimizer is not None  # set before training starts
+
+        def fill(staging: Path) -> None:
+            torch.save(trained_state(model, optimizer), staging / MODEL_STATE)
+            self._save_optimizer_and_scheduler(str(staging))
+            self._save_scaler(str(staging))
+            self._save_rng_state(str(staging))
+            self.store_flos()
+            self._export_callback_states()
+            self.state.save_to_json(str(staging / TRAINER_STATE_NAME))
+
+        step = {"step": self.state.global_step, "epoch": self.state.epoch}
+        write_state(folder, fill=fill, record={**step, "callbacks": record})
+
+    def _export_callback_states(self) -> None:
+        """Trainer's exportable callbacks (TrainerControl among them) into its state, as its
+        own checkpoints record them (replaced, not appended to, at each save)."""
+        states: dict[str, list[Any]] = {}
+        for callback in [*self.callback_handler.callbacks, self.control]:
+            if isinstance(callback, ExportableState):
+                states.setdefault(type(callback).__name__, []).append(callback.state())
+        # The same field holds the callbacks before a save and their states after, as in Trainer.
+        self.state.stateful_callbacks = {  # type: ignore[assignment]
+            name: found[0] if len(found) == 1 else found for name, found in states.items()
+        }
+
+    def _load_from_checkpoint(
+        self, resume_from_checkpoint: str, model: nn.Module | None = None
+    ) -> None:
+        path = Path(resume_from_checkpoint) / MODEL_STATE
+        if not path.is_file():
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+            return
+        module = model if model is not None else self.model
+        assert module is not None  # Trainer loads into the model it trains
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        # In place: the optimizer built before Trainer keeps the very parameters it holds.
+        result = module.load_state_dict(state, strict=False)
+        if result.unexpected_keys:
+            raise CheckpointError(
+                f"resumable state {resume_from_checkpoint} holds weights this model lacks: "
+                + ", ".join(result.unexpected_keys[:5])
+            )
 
     def _clip_grad_norm(self, model: nn.Module) -> Any:
         groups = self._grouping()
@@ -74,7 +192,11 @@ class TunefleetTrainer(Trainer):
     def _get_grad_norm(self, model: nn.Module, grad_norm: Tensor | float | None = None) -> Any:
         if grad_norm is None and (groups := self._grouping()) is not None:
             grad_norm = self._measure(groups)
-        return super()._get_grad_norm(model, grad_norm=grad_norm)  # type: ignore[no-untyped-call]
+        norm = super()._get_grad_norm(model, grad_norm=grad_norm)  # type: ignore[no-untyped-call]
+        # Called for every optimizer step, clipping or not, before the optimizer steps.
+        if norm is not None and not math.isfinite(float(norm)):
+            raise NonFiniteError(self.state.global_step + 1, "grad_norm")
+        return norm
 
     def _measure(self, groups: GradientGroups) -> Tensor:
         # fp16's GradScaler: norms of the true gradients. accelerate's clip_grad_norm_, which
@@ -128,3 +250,14 @@ class TunefleetTrainer(Trainer):
 
 def _report_paused(compute: object) -> AbstractContextManager[None]:
     return compute.paused() if isinstance(compute, EvaluationRecorder) else nullcontext()
+
+
+def trained_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
+    """What training can change: the parameters the optimizer holds or that train, and the
+    buffers. Frozen weights are rebuilt as they were from the base model and the seed."""
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    return {
+        name: value.detach()
+        for name, value in model.state_dict(keep_vars=True).items()
+        if not isinstance(value, nn.Parameter) or value.requires_grad or id(value) in held
+    }

@@ -136,14 +136,22 @@ class GradualUnfreezing(TrainerCallback):
         control: TrainerControl,
         **kwargs: Any,
     ) -> None:
-        # state.epoch is exactly the number of finished epochs here (also after a resume).
-        epoch = round(state.epoch or 0.0)
+        epoch = _epochs_done(state, args)
         model: nn.Module = kwargs["model"]
         before = _trainable(model)
         apply_schedule(model, self.settings, epoch=epoch)
         after = _trainable(model)
         if after != before:
             logger.info("unfreeze: epoch %d trains %d parameters (was %d)", epoch, after, before)
+
+
+def _epochs_done(state: TrainerState, args: TrainingArguments) -> int:
+    """Finished epochs, from the global step: after a resume from a mid-epoch stop,
+    ``state.epoch`` is fractional here (1.5 is epoch 1, which ``round`` would call 2)."""
+    epochs = round(args.num_train_epochs)
+    if state.max_steps > 0 and epochs > 0 and state.max_steps % epochs == 0:
+        return state.global_step // (state.max_steps // epochs)
+    return math.floor((state.epoch or 0.0) + 1e-6)
 
 
 def _trainable(model: nn.Module) -> int:
