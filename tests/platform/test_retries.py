@@ -7,7 +7,11 @@ lives) or sent SIGTERM: the trial is retried with the same params from its resum
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -15,10 +19,14 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
+from support.cli import TUNEFLEET, cli_env
+from support.configs import write_config
 from support.postgres import fresh_database
+from support.waiting import wait_for
 from tunefleet.platform.layout import Layout
 from tunefleet.platform.retries import Retries, attempt_of, failure_stop, halved_batch
-from tunefleet.platform.store import Store
+from tunefleet.platform.store import Store, TrialRecord
+from tunefleet.trainers.resume import has_resumable
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -117,3 +125,177 @@ def test_max_failures_names_the_most_frequent_reason(tmp_path: Path) -> None:
     assert message is not None
     assert "3 trials failed" in message and "non_finite (2 of 3)" in message
     store.dispose()
+
+
+# --------------------------------------------------------------------------------------------
+# Real sweeps, real signals
+
+
+def sweep_config(tmp_path: Path, model: Path, data: Path, name: str, **search: object) -> Path:
+    """One trial of several evaluations, a few seconds long on the tiny BERT."""
+    config = {
+        "name": name,
+        "model": {"name_or_path": str(model)},
+        "data": {"train": str(data), "max_length": 32},
+        "train": {"method": "full", "epochs": 5, "batch_size": 16, "seed": 3},
+        "search": {
+            "trials": 1,
+            "sampler": "random",
+            "pruner": "none",
+            "space": {"train.learning_rate": {"low": 1e-4, "high": 1e-3, "log": True}},
+            **search,
+        },
+        "tracking": {"mlflow": {"enabled": False}, "wandb": {"enabled": False}},
+    }
+    return write_config(tmp_path, config, name=name)
+
+
+@dataclass(frozen=True)
+class Swept:
+    db: str
+    out: Path
+    name: str
+    output: str
+    code: int
+
+    def study(self) -> optuna.Study:
+        return optuna.load_study(study_name=self.name, storage=self.db)
+
+    def records(self) -> dict[int, TrialRecord]:
+        store = Store(self.db)
+        try:
+            return {r.number: r for r in store.trials(self.name)}
+        finally:
+            store.dispose()
+
+
+def start_sweep(config: Path, out: Path, db: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*TUNEFLEET, "sweep", str(config), "--out", str(out), "--db", db, "--workers", "1"],
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def worker_after_first_evaluation(out: Path, db: str, name: str) -> int:
+    """The pid of the worker running trial 0, once it has written its first resumable state."""
+    resume = Layout.at(out).resume_dir(name, 0)
+    wait_for(lambda: has_resumable(resume), timeout_s=300, what="the first resumable state")
+    store = Store(db)
+    try:
+        record = store.trial(name, 0)
+    finally:
+        store.dispose()
+    assert record is not None and record.pid is not None
+    return record.pid
+
+
+def finish(proc: subprocess.Popen[str], out: Path, db: str, name: str) -> Swept:
+    try:
+        output, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return Swept(db, out, name, output, proc.returncode)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, sentiment_csv: Path
+) -> TrialRecord:
+    """Trial 0 of the same sweep, never interrupted: what every resumed retry must equal."""
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    out, db = tmp / "runs", f"sqlite:///{tmp / 'ref.db'}"
+    proc = start_sweep(sweep_config(tmp, tiny_model, sentiment_csv, "survive"), out, db)
+    swept = finish(proc, out, db, "survive")
+    assert swept.code == 0, swept.output
+    return swept.records()[0]
+
+
+def assert_resumed_like_uninterrupted(swept: Swept, reason: str, reference: TrialRecord) -> None:
+    """Trial 0 ended with ``reason`` and was re-queued; trial 1 retried it with the same params,
+    from its resumable state, to the same result as the uninterrupted run; budget exact."""
+    assert swept.code == 0, swept.output
+    trials = {t.number: t for t in swept.study().get_trials(deepcopy=False)}
+    assert {n: t.state for n, t in trials.items()} == {0: TrialState.FAIL, 1: TrialState.COMPLETE}
+    records = swept.records()
+    dead, retry = records[0], records[1]
+    assert (dead.state, dead.reason, dead.requeued) == ("FAIL", reason, True)
+    assert (retry.state, retry.attempt, retry.retry_of) == ("COMPLETE", 2, 0)
+    assert trials[1].user_attrs["retry_of"] == 0 and trials[1].user_attrs["attempt"] == 2
+    assert trials[1].params == trials[0].params
+    assert trials[1].user_attrs["resumed_from_step"] > 0  # not from step 0
+    assert retry.params == reference.params
+    assert retry.metrics["eval_accuracy"] == reference.metrics["eval_accuracy"]
+    assert retry.metrics["eval_loss"] == pytest.approx(reference.metrics["eval_loss"], abs=1e-5)
+    assert retry.value == reference.value
+    # The logical trial has ended: nothing is left to resume from.
+    assert not Layout.at(swept.out).resume_dir(swept.name, 0).exists()
+    store = Store(swept.db)
+    try:
+        assert store.get_sweep(swept.name).claimed == 1
+    finally:
+        store.dispose()
+
+
+@pytest.mark.slow
+def test_kill_9_of_a_worker_mid_trial_retries_it_resumed(
+    db_url: str, tmp_path: Path, tiny_model: Path, sentiment_csv: Path, uninterrupted: TrialRecord
+) -> None:
+    out = tmp_path / "runs"
+    proc = start_sweep(sweep_config(tmp_path, tiny_model, sentiment_csv, "survive"), out, db_url)
+    try:
+        os.kill(worker_after_first_evaluation(out, db_url, "survive"), signal.SIGKILL)
+    finally:
+        swept = finish(proc, out, db_url, "survive")
+    assert "trial 0: its worker died; re-queued" in swept.output
+    assert_resumed_like_uninterrupted(swept, "interrupted", uninterrupted)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_requeues_and_exits_0(
+    tmp_path: Path, tiny_model: Path, sentiment_csv: Path, uninterrupted: TrialRecord
+) -> None:
+    out, db = tmp_path / "runs", f"sqlite:///{tmp_path / 'term.db'}"
+    proc = start_sweep(sweep_config(tmp_path, tiny_model, sentiment_csv, "survive"), out, db)
+    try:
+        pid = worker_after_first_evaluation(out, db, "survive")
+        os.kill(pid, signal.SIGTERM)
+    finally:
+        swept = finish(proc, out, db, "survive")
+    assert f"worker {pid} exited (0)" in swept.output
+    assert "SIGTERM" in (swept.records()[0].reason_detail or "") or "interrupted" in (
+        swept.records()[0].reason or ""
+    )
+    assert_resumed_like_uninterrupted(swept, "interrupted", uninterrupted)
+
+
+@pytest.mark.slow
+def test_a_heartbeat_that_stops_while_the_worker_lives_is_found_on_the_clock(
+    tmp_path: Path, tiny_model: Path, sentiment_csv: Path, uninterrupted: TrialRecord
+) -> None:
+    out, db = tmp_path / "runs", f"sqlite:///{tmp_path / 'stale.db'}"
+    config = sweep_config(
+        tmp_path, tiny_model, sentiment_csv, "survive", heartbeat_s=1, stale_after_s=3
+    )
+    proc = start_sweep(config, out, db)
+    try:
+        pid = worker_after_first_evaluation(out, db, "survive")
+        os.kill(pid, signal.SIGSTOP)  # alive, silent; and nobody asks for a trial meanwhile
+        try:
+            wait_for(
+                lambda: Swept(db, out, "survive", "", 0).records()[0].reason == "stale",
+                timeout_s=120,
+                what="the launcher's clock to find the stopped worker's trial stale",
+            )
+        finally:
+            os.kill(pid, signal.SIGCONT)
+    finally:
+        swept = finish(proc, out, db, "survive")
+    # The worker, woken, finds its trial taken over, and then runs the retry itself.
+    assert "trial 0 was re-queued while this worker was silent" in swept.output
+    assert_resumed_like_uninterrupted(swept, "stale", uninterrupted)

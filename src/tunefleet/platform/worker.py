@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import socket
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,11 +28,20 @@ from tunefleet.config import SweepConfig, apply_params, with_secrets
 from tunefleet.errors import TunefleetError
 from tunefleet.platform.layout import Layout, mlflow_tracking_uri
 from tunefleet.platform.quiet import quiet_libraries
+from tunefleet.platform.retries import (
+    RETRIED_REASONS,
+    Attempt,
+    Retries,
+    attempt_of,
+    failure_stop,
+    halved_batch,
+    last_line,
+)
 from tunefleet.platform.run_tracking import RunTracking, start_trial_tracking
 from tunefleet.platform.store import Store
 from tunefleet.platform.sync import replay_in_background
 from tunefleet.redaction import install_log_redaction, redact_text, secret_values, url_passwords
-from tunefleet.search.liveness import heartbeat
+from tunefleet.search.liveness import StaleClock, heartbeat
 from tunefleet.search.space import suggest_params
 from tunefleet.search.study import make_storage, open_study, pruning_report
 
@@ -68,6 +79,8 @@ class _Sweep:
     store: Store
     experiment_id: str | None
     parent_run_id: str | None
+    retries: Retries
+    shutdown: _Shutdown
 
     @property
     def name(self) -> str:
@@ -81,8 +94,9 @@ class _Trial:
     trial: optuna.Trial
     params: dict[str, Any]
     config: SweepConfig
-    """The sweep's config with this trial's params applied."""
+    """The sweep's config with this trial's params (and a retry's overrides) applied."""
     tracking: RunTracking
+    attempt: Attempt
 
     @property
     def number(self) -> int:
@@ -90,13 +104,15 @@ class _Trial:
 
 
 def run_worker(options: WorkerOptions) -> int:
-    """Run trials until the sweep's budget or deadline is spent; returns how many this ran."""
+    """Run trials until the sweep's budget or deadline is spent (or a SIGTERM, or
+    ``search.max_failures``); returns how many this ran."""
     import torch
 
     if options.threads:
         torch.set_num_threads(options.threads)
     quiet_libraries()
     sweep = _open_sweep(options)
+    sweep.shutdown.install()
     replay = replay_in_background(
         options.layout,
         name=options.name,
@@ -104,20 +120,62 @@ def run_worker(options: WorkerOptions) -> int:
         store=sweep.store,
     )
     ran = failures = 0
-    while failures < MAX_CONSECUTIVE_FAILURES:
-        if options.deadline is not None and time.time() >= options.deadline:
-            break
-        if not sweep.store.claim_slot(options.name):
-            break
-        trial = start_trial(sweep.study, sweep.store, options)
-        with heartbeat(sweep.study, trial):
-            ok = run_one(sweep, trial)
-        ran += 1
-        failures = 0 if ok else failures + 1
+    with StaleClock(sweep.study):
+        while failures < MAX_CONSECUTIVE_FAILURES and not sweep.shutdown.stop.is_set():
+            if options.deadline is not None and time.time() >= options.deadline:
+                break
+            stop = failure_stop(sweep.store, sweep.name, sweep.config.search.max_failures)
+            if stop is not None:
+                print(stop, flush=True)
+                break
+            if not sweep.store.claim_slot(options.name):
+                break
+            trial = start_trial(sweep.study, sweep.store, options)
+            with heartbeat(sweep.study, trial):
+                ok = run_one(sweep, trial)
+            ran += 1
+            failures = 0 if ok else failures + 1
     # A worker that found no slot left still finishes its replay, within the trackers' wait.
     replay.join(sweep.config.tracking.sink_wait_s)
     sweep.store.dispose()
     return ran
+
+
+class _Shutdown:
+    """SIGTERM (spot reclaim, Slurm preemption, Kubernetes eviction): set ``stop``, which the
+    running trial watches (it saves its resumable state and raises TrialInterrupted), take no
+    new trial, and exit 0 within ``worker.grace_s`` even if the trial does not stop in time (its
+    last evaluation's state is on disk; ``on_timeout`` re-queues it first). A second SIGTERM,
+    or a SIGINT after the first, exits at once."""
+
+    def __init__(self, grace_s: float) -> None:
+        self.grace_s = grace_s
+        self.stop = threading.Event()
+        self.on_timeout: list[Any] = []
+        """Callables run (best effort) before the grace runs out: the running trial's re-queue."""
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self.stop.is_set():
+            os._exit(128 + signum)
+        self.stop.set()
+        signal.signal(signal.SIGINT, self._on_signal)
+        print(f"worker {os.getpid()}: SIGTERM, stopping within {self.grace_s:g}s", flush=True)
+        threading.Thread(target=self._deadline, daemon=True, name="tunefleet-grace").start()
+
+    def _deadline(self) -> None:
+        # A margin for the re-queue itself, which is a few database writes.
+        time.sleep(max(0.0, self.grace_s - min(5.0, self.grace_s / 4)))
+        for callback in list(self.on_timeout):
+            try:
+                callback()
+            except Exception:
+                log.warning("re-queueing the interrupted trial failed", exc_info=True)
+        print(f"worker {os.getpid()}: grace of {self.grace_s:g}s spent, exiting", flush=True)
+        os._exit(0)
 
 
 def _open_sweep(options: WorkerOptions) -> _Sweep:
@@ -125,7 +183,16 @@ def _open_sweep(options: WorkerOptions) -> _Sweep:
     record = store.get_sweep(options.name)
     config = with_secrets(SweepConfig.model_validate(record.config), options.secrets)
     install_log_redaction(secret_values(config) | url_passwords(options.db_url))
-    study = open_study(config, storage=make_storage(options.db_url), worker=options.index)
+    retries = Retries(
+        store, options.name, max_retries=config.search.max_retries, layout=options.layout
+    )
+    storage = make_storage(
+        options.db_url,
+        heartbeat_s=config.search.heartbeat_s,
+        stale_after_s=config.search.stale_after_s,
+        on_stale=retries,
+    )
+    study = open_study(config, storage=storage, worker=options.index)
     return _Sweep(
         options,
         config,
@@ -133,45 +200,89 @@ def _open_sweep(options: WorkerOptions) -> _Sweep:
         store,
         experiment_id=record.mlflow_experiment_id,
         parent_run_id=record.mlflow_parent_run_id,
+        retries=retries,
+        shutdown=_Shutdown(config.worker.grace_s),
     )
 
 
 def start_trial(study: optuna.Study, store: Store, options: WorkerOptions) -> optuna.Trial:
-    """Ask for a trial and record who runs it first, so that a resumed sweep can tell a dead
-    worker's trial from a live one at once (heartbeats cover the short window before this)."""
+    """Ask for a trial (a queued retry comes first) and record who runs it first, so that a
+    resumed sweep can tell a dead worker's trial from a live one at once (heartbeats cover the
+    short window before this)."""
     trial = study.ask()
     host, pid = socket.gethostname(), os.getpid()
     trial.set_user_attr("host", host)
     trial.set_user_attr("pid", pid)
-    store.upsert_trial(options.name, trial.number, state="RUNNING", host=host, pid=pid)
+    attempt = attempt_of(trial)
+    store.upsert_trial(
+        options.name,
+        trial.number,
+        state="RUNNING",
+        host=host,
+        pid=pid,
+        attempt=attempt.attempt,
+        retry_of=attempt.retry_of,
+    )
     return trial
 
 
 def run_one(sweep: _Sweep, trial: optuna.Trial) -> bool:
-    """One started trial: prepare -> train -> finish; False if it failed (its slot goes back)."""
+    """One started trial: prepare -> train -> finish; False if it failed (its slot goes back).
+
+    What ends a trial early decides what happens next (``platform.retries``): a stop request
+    or a Ctrl-C re-queues it (interrupted), an OOM may re-queue it with a halved batch, a
+    non-finite loss and any other exception fail it for good."""
+    from tunefleet.trainers.resume import NonFiniteError, TrialInterrupted, TrialOutOfMemory
+
     asked = prepare(sweep, trial)
     if isinstance(asked, str):
-        return _fail(sweep, trial, asked, {})
+        return _fail(sweep, trial, "invalid_params", asked, {})
+
+    def requeue_on_timeout() -> None:
+        _fail(sweep, trial, "interrupted", "SIGTERM: the grace ran out", asked.params)
+
+    sweep.shutdown.on_timeout.append(requeue_on_timeout)
     try:
         outcome = train(sweep, asked)
-    except KeyboardInterrupt:
-        _end_tracking(sweep, asked, "FAILED", interrupted=True)
-        sweep.study.tell(trial, state=TrialState.FAIL)
-        raise
+    except (KeyboardInterrupt, TrialInterrupted) as exc:
+        _end_tracking(sweep, asked, "KILLED", interrupted=True)
+        _fail(sweep, trial, "interrupted", last_line(exc), asked.params)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        return True
+    except NonFiniteError as exc:
+        _end_tracking(sweep, asked, "FAILED")
+        return _fail(sweep, trial, "non_finite", f"step {exc.step}: {exc.what}", asked.params)
+    except TrialOutOfMemory as exc:
+        _end_tracking(sweep, asked, "FAILED")
+        return _out_of_memory(sweep, asked, exc)
     except Exception as exc:
         _end_tracking(sweep, asked, "FAILED")
         if not isinstance(exc, TunefleetError):  # a user's mistake needs its message, not a trace
             log.exception("trial %d failed", trial.number)
-        return _fail(sweep, trial, f"{type(exc).__name__}: {exc}", asked.params)
+        return _fail(sweep, trial, "failed", last_line(exc), asked.params)
+    finally:
+        sweep.shutdown.on_timeout.remove(requeue_on_timeout)
     return finish(sweep, asked, outcome)
 
 
+def _out_of_memory(sweep: _Sweep, asked: _Trial, exc: Any) -> bool:
+    """Failed with the batch size; retried once with the batch halved under ``on_oom:
+    halve_batch`` (the effective batch, batch x accumulation, stays the searched one)."""
+    detail = f"batch_size {exc.batch_size}, gradient_accumulation_steps {exc.accumulation}"
+    halve = asked.config.train.on_oom == "halve_batch" and not asked.attempt.overrides
+    overrides = halved_batch(exc.batch_size, exc.accumulation) if halve else None
+    return _fail(sweep, asked.trial, "oom", detail, asked.params, overrides=overrides)
+
+
 def prepare(sweep: _Sweep, trial: optuna.Trial) -> _Trial | str:
-    """Draw the trial's params, apply them to the config and start its telemetry; or why the
-    params do not form a valid config."""
+    """Draw the trial's params (a retry's are fixed: the same as its first attempt's), apply
+    them and a retry's overrides to the config and start its telemetry; or why the params do
+    not form a valid config."""
+    attempt = attempt_of(trial)
     try:
         params = suggest_params(trial, sweep.config)
-        config = apply_params(sweep.config, params)
+        config = apply_params(sweep.config, {**params, **attempt.overrides})
     except (ValidationError, ValueError) as exc:
         return f"params do not form a valid config: {exc}"
     tracking = start_trial_tracking(
@@ -195,25 +306,38 @@ def prepare(sweep: _Sweep, trial: optuna.Trial) -> _Trial | str:
         params=params,
         wandb_run_id=wandb_run_id,
     )
-    return _Trial(trial, params, config, tracking)
+    return _Trial(trial, params, config, tracking, attempt)
 
 
 def train(sweep: _Sweep, asked: _Trial) -> TrialOutcome:
     """Train the trial, each evaluation reported to the pruner; a pruned trial comes back with
-    ``pruned`` set and its checkpoint removed (a pruned trial is never promoted: ray#9865)."""
+    ``pruned`` set and its checkpoint removed (a pruned trial is never promoted: ray#9865).
+
+    The best checkpoint and the resumable state belong to the logical trial (the first
+    attempt's number), so that a retry resumes from, and keeps improving on, what the dead
+    attempt reached; the resumable state is removed once the logical trial has ended
+    (``finish``, or ``platform.retries`` for a failure)."""
+    from tunefleet.trainers.resume import resumable_step
     from tunefleet.trainers.run import TrialPruned, TrialRequest, run_trial
 
     layout = sweep.options.layout
+    logical = asked.attempt.logical
     request = TrialRequest(
         sweep=sweep.name,
         number=asked.number,
         params=asked.params,
-        checkpoint_dir=layout.checkpoint(sweep.name, asked.number),
+        checkpoint_dir=layout.checkpoint(sweep.name, logical),
         work_dir=layout.work_dir(sweep.name, asked.number),
         cache_dir=layout.token_cache,
         report=pruning_report(asked.trial),
         callbacks=[asked.tracking.callback],
+        resume_dir=layout.resume_dir(sweep.name, logical),
+        stop=sweep.shutdown.stop,
     )
+    resumed_from = resumable_step(layout.resume_dir(sweep.name, logical))
+    if resumed_from is not None:
+        # What a retry had to start from: its first new step is the one after this.
+        asked.trial.set_user_attr("resumed_from_step", resumed_from)
     try:
         return run_trial(asked.config, request)
     except TrialPruned as pruned:
@@ -228,11 +352,25 @@ def finish(sweep: _Sweep, asked: _Trial, outcome: TrialOutcome) -> bool:
     no evaluation produced the metric."""
     if not outcome.pruned and outcome.value is None:
         _end_tracking(sweep, asked, "FAILED")
-        return _fail(sweep, asked.trial, "no evaluation produced the metric", asked.params)
-    if outcome.pruned:
-        sweep.study.tell(asked.trial, state=TrialState.PRUNED)
-    else:
-        sweep.study.tell(asked.trial, outcome.value)
+        return _fail(
+            sweep, asked.trial, "failed", "no evaluation produced the metric", asked.params
+        )
+    try:
+        if _taken_over(sweep, asked.trial):
+            raise optuna.exceptions.UpdateFinishedTrialError(f"trial {asked.number} is finished")
+        if outcome.pruned:
+            sweep.study.tell(asked.trial, state=TrialState.PRUNED)
+        else:
+            sweep.study.tell(asked.trial, outcome.value)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        # This worker was taken for dead (stopped, or cut off from the database past
+        # search.stale_after_s) and its trial re-queued: the retry owns the logical trial now.
+        _end_tracking(sweep, asked, "KILLED")
+        print(f"trial {asked.number} was re-queued while this worker was silent", flush=True)
+        return True
+    # Only now: a worker whose trial was taken over leaves the state to the retry.
+    layout = sweep.options.layout
+    shutil.rmtree(layout.resume_dir(sweep.name, asked.attempt.logical), ignore_errors=True)
     complete = not outcome.pruned
     sweep.store.upsert_trial(
         sweep.name,
@@ -257,22 +395,39 @@ def finish(sweep: _Sweep, asked: _Trial, outcome: TrialOutcome) -> bool:
     return True
 
 
-def _fail(sweep: _Sweep, trial: optuna.Trial, why: str, params: dict[str, Any]) -> bool:
+def _fail(
+    sweep: _Sweep,
+    trial: optuna.Trial,
+    reason: str,
+    why: str,
+    params: dict[str, Any],
+    *,
+    overrides: dict[str, Any] | None = None,
+) -> bool:
+    """End the attempt as FAIL with its reason; re-queued when the reason allows
+    (``platform.retries``). False: it counts towards the worker's consecutive failures."""
     why = redact_text(why)  # an exception's text may quote a URL or a token
-    trial.set_user_attr("fail_reason", why[:2000])
-    sweep.study.tell(trial, state=TrialState.FAIL)
+    try:
+        if _taken_over(sweep, trial):
+            return False
+        trial.set_user_attr("fail_reason", why[:2000])
+        trial.set_user_attr("reason", reason)
+        sweep.study.tell(trial, state=TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False  # found dead and handled by another process meanwhile
     sweep.store.upsert_trial(
-        sweep.name,
-        trial.number,
-        state="FAIL",
-        params=params,
-        metrics={},
-        host=socket.gethostname(),
-        pid=os.getpid(),
+        sweep.name, trial.number, params=params, metrics={}, host=socket.gethostname()
     )
-    sweep.store.release_slot(sweep.name)
-    print(f"trial {trial.number} failed: {why}", flush=True)
-    return False
+    frozen = sweep.study._storage.get_trial(trial._trial_id)
+    retried = sweep.retries.end(sweep.study, frozen, reason=reason, detail=why, overrides=overrides)
+    then = "re-queued" if retried else "failed"
+    print(f"trial {trial.number} {then} ({reason}): {why}", flush=True)
+    return reason in RETRIED_REASONS
+
+
+def _taken_over(sweep: _Sweep, trial: optuna.Trial) -> bool:
+    """Whether the trial was finished by another process (found stale or dead meanwhile)."""
+    return sweep.study._storage.get_trial(trial._trial_id).state.is_finished()
 
 
 def _update_best(sweep: _Sweep) -> int:
