@@ -268,9 +268,6 @@ def test_sigterm_saves_requeues_and_exits_0(
     finally:
         swept = finish(proc, out, db, "survive")
     assert f"worker {pid} exited (0)" in swept.output
-    assert "SIGTERM" in (swept.records()[0].reason_detail or "") or "interrupted" in (
-        swept.records()[0].reason or ""
-    )
     assert_resumed_like_uninterrupted(swept, "interrupted", uninterrupted)
 
 
@@ -297,5 +294,5 @@ def test_a_heartbeat_that_stops_while_the_worker_lives_is_found_on_the_clock(
     finally:
         swept = finish(proc, out, db, "survive")
     # The worker, woken, finds its trial taken over, and then runs the retry itself.
-    assert "trial 0 was re-queued while this worker was silent" in swept.output
+    assert "trial 0 was re-queued while this worker was silent" in swept.output, swept.output
     assert_resumed_like_uninterrupted(swept, "stale", uninterrupted)

@@ -250,6 +250,13 @@ def run_one(sweep: _Sweep, trial: optuna.Trial) -> bool:
         if isinstance(exc, KeyboardInterrupt):
             raise
         return True
+    except optuna.exceptions.UpdateFinishedTrialError:
+        # Reporting an evaluation found the trial finished: this worker was taken for dead
+        # (stopped, or cut off from the database past search.stale_after_s) and the trial
+        # re-queued; the retry owns the logical trial and its resumable state now.
+        _end_tracking(sweep, asked, "KILLED")
+        print(f"trial {trial.number} was re-queued while this worker was silent", flush=True)
+        return True
     except NonFiniteError as exc:
         _end_tracking(sweep, asked, "FAILED")
         return _fail(sweep, trial, "non_finite", f"step {exc.step}: {exc.what}", asked.params)
