@@ -16,11 +16,13 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from support.cli import TUNEFLEET, cli_env
+from support.cli import TUNEFLEET, cli_env, run_cli
 from support.configs import write_config
+from support.faults.inject import fault_env
 from support.postgres import fresh_database
 from support.waiting import wait_for
 from tunefleet.platform.layout import Layout
@@ -169,10 +171,12 @@ class Swept:
             store.dispose()
 
 
-def start_sweep(config: Path, out: Path, db: str) -> subprocess.Popen[str]:
+def start_sweep(
+    config: Path, out: Path, db: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [*TUNEFLEET, "sweep", str(config), "--out", str(out), "--db", db, "--workers", "1"],
-        env=cli_env(),
+        env=cli_env(**(env or {})),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -296,3 +300,69 @@ def test_a_heartbeat_that_stops_while_the_worker_lives_is_found_on_the_clock(
     # The worker, woken, finds its trial taken over, and then runs the retry itself.
     assert "trial 0 was re-queued while this worker was silent" in swept.output, swept.output
     assert_resumed_like_uninterrupted(swept, "stale", uninterrupted)
+
+
+@pytest.mark.slow
+def test_max_retries_0_fails_a_killed_workers_trial_for_good(
+    tmp_path: Path, tiny_model: Path, sentiment_csv: Path
+) -> None:
+    out, db = tmp_path / "runs", f"sqlite:///{tmp_path / 'once.db'}"
+    config = sweep_config(tmp_path, tiny_model, sentiment_csv, "once", max_retries=0)
+    proc = start_sweep(config, out, db)
+    try:
+        os.kill(worker_after_first_evaluation(out, db, "once"), signal.SIGKILL)
+    finally:
+        swept = finish(proc, out, db, "once")
+    assert swept.code == 1, swept.output  # no trial completed
+    [record] = swept.records().values()
+    assert (record.state, record.reason, record.requeued) == ("FAIL", "interrupted", False)
+    assert "search.max_retries" in (record.reason_detail or "")
+    assert [t.state for t in swept.study().get_trials()] == [TrialState.FAIL]
+    assert not Layout.at(out).resume_dir("once", 0).exists()
+
+
+@pytest.mark.slow
+def test_a_non_finite_loss_is_never_retried_and_max_failures_stops_the_sweep(
+    tmp_path: Path, tiny_model: Path, sentiment_csv: Path
+) -> None:
+    out, db = tmp_path / "runs", f"sqlite:///{tmp_path / 'nan.db'}"
+    config = sweep_config(tmp_path, tiny_model, sentiment_csv, "nan", trials=4, max_failures=2)
+    swept = finish(start_sweep(config, out, db, fault_env("nan")), out, db, "nan")
+    assert swept.code == 1, swept.output
+    assert "2 trials failed (search.max_failures: 2); most frequent reason: non_finite" in (
+        swept.output
+    )
+    records = swept.records()
+    assert [(r.state, r.reason, r.requeued, r.retry_of) for r in records.values()] == [
+        ("FAIL", "non_finite", False, None)
+    ] * 2
+    assert records[0].reason_detail == "step 3: loss"
+    states = [t.state for t in swept.study().get_trials()]
+    assert states == [TrialState.FAIL] * 2  # no retry queued, and no third trial
+    status = run_cli("status", "nan", "--out", str(out), "--db", db)
+    assert "non_finite: step 3: loss" in status.stdout, status.stdout
+
+
+@pytest.mark.slow
+def test_out_of_memory_with_halve_batch_is_retried_once_with_the_same_effective_batch(
+    tmp_path: Path, tiny_model: Path, sentiment_csv: Path
+) -> None:
+    out, db = tmp_path / "runs", f"sqlite:///{tmp_path / 'oom.db'}"
+    config = sweep_config(tmp_path, tiny_model, sentiment_csv, "oom")
+    data = yaml.safe_load(config.read_text())
+    data["train"].update(on_oom="halve_batch", epochs=1)
+    config.write_text(yaml.safe_dump(data))
+    swept = finish(start_sweep(config, out, db, fault_env("oom:8")), out, db, "oom")
+    assert swept.code == 0, swept.output
+    records = swept.records()
+    assert (records[0].reason, records[0].requeued) == ("oom", True)
+    assert records[0].reason_detail == "batch_size 16, gradient_accumulation_steps 1"
+    assert (records[1].state, records[1].attempt, records[1].retry_of) == ("COMPLETE", 2, 0)
+    retry = swept.study().trials[1]
+    assert retry.user_attrs["overrides"] == {
+        "train.batch_size": 8,
+        "train.gradient_accumulation_steps": 2,
+    }
+    assert retry.params == swept.study().trials[0].params
+    status = run_cli("status", "oom", "--out", str(out), "--db", db)
+    assert "2 of 0" in status.stdout and "oom: batch_size 16" in status.stdout, status.stdout

@@ -1,0 +1,1 @@
+"""Test-only faults for real worker processes (see ``sitecustomize``)."""
