@@ -14,7 +14,14 @@ from optuna.trial import TrialState
 from support.waiting import wait_for
 from tunefleet.config import parse_config
 from tunefleet.errors import ConfigError
-from tunefleet.search.liveness import StaleClock, fail_stale_trials, fail_trial, heartbeat
+from tunefleet.search.liveness import (
+    StaleClock,
+    fail_stale_trials,
+    fail_trial,
+    frozen_trial,
+    heartbeat,
+    taken_over,
+)
 from tunefleet.search.study import make_sampler, make_storage, open_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -119,3 +126,13 @@ def test_heartbeat_and_grace_come_from_the_config(tmp_path: Path, sentiment_csv:
                 "search": {"heartbeat_s": 5, "stale_after_s": 5},
             }
         )
+
+
+def test_a_worker_can_tell_its_trial_was_taken_over(tmp_path: Path) -> None:
+    """A worker woken after being taken for dead must see that its trial is no longer its own."""
+    study = optuna.create_study(storage=make_storage(f"sqlite:///{tmp_path / 'over.db'}"))
+    mine, other = study.ask(), study.ask()
+    assert fail_trial(study, other.number)  # another process found its worker dead
+    assert not taken_over(study, mine)
+    assert taken_over(study, other)
+    assert frozen_trial(study, other).state == TrialState.FAIL

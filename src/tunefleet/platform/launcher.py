@@ -190,9 +190,10 @@ def requeue_dead_workers(
     *,
     layout: Layout,
     pids: set[int] | None = None,
-) -> list[int]:
+) -> list[tuple[int, bool]]:
     """Trials RUNNING on this host under a process that is gone (or one of ``pids``, known
-    dead): failed as interrupted and re-queued (up to ``search.max_retries``); their numbers."""
+    dead): failed as interrupted and re-queued (up to ``search.max_retries``); their numbers,
+    each with whether it was re-queued."""
     retries = Retries(store, config.name, max_retries=config.search.max_retries, layout=layout)
     host, found = socket.gethostname(), []
     for record in store.trials(config.name):
@@ -203,8 +204,8 @@ def requeue_dead_workers(
         if fail_trial(study, record.number):
             [frozen] = [t for t in study.get_trials(deepcopy=False) if t.number == record.number]
             detail = f"worker pid {record.pid} on {host} died"
-            retries.end(study, frozen, reason="interrupted", detail=detail)
-            found.append(record.number)
+            retried = retries.end(study, frozen, reason="interrupted", detail=detail)
+            found.append((record.number, retried))
     return found
 
 
@@ -302,8 +303,9 @@ class Fleet:
             requeued = requeue_dead_workers(
                 self.study, self.store, self.config, layout=self.layout, pids=dead
             )
-            for number in requeued:
-                print(f"trial {number}: its worker died; re-queued", flush=True)
+            for number, retried in requeued:
+                then = "re-queued" if retried else "failed (search.max_retries)"
+                print(f"trial {number}: its worker died; {then}", flush=True)
         if self._retry_waits():
             for i, proc in enumerate(self.procs):
                 if proc.poll() is not None:
@@ -387,7 +389,8 @@ def watch(fleet: Fleet, budget: int) -> int:
     if stop is not None:
         print(stop, flush=True)
         return 1
-    return max((p.returncode or 0) for p in fleet.procs)
+    # A worker killed by a signal (a negative code) is a failed worker: exit 1, not 256 - N.
+    return max(1 if (p.returncode or 0) < 0 else (p.returncode or 0) for p in fleet.procs)
 
 
 def summary(config: SweepConfig, store: Store, layout: Layout, db_url: str) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from tunefleet.platform.run_tracking import RunTracking, start_trial_tracking
 from tunefleet.platform.store import Store
 from tunefleet.platform.sync import replay_in_background
 from tunefleet.redaction import install_log_redaction, redact_text, secret_values, url_passwords
-from tunefleet.search.liveness import StaleClock, heartbeat
+from tunefleet.search.liveness import StaleClock, frozen_trial, heartbeat, taken_over
 from tunefleet.search.space import suggest_params
 from tunefleet.search.study import make_storage, open_study, pruning_report
 
@@ -363,7 +363,7 @@ def finish(sweep: _Sweep, asked: _Trial, outcome: TrialOutcome) -> bool:
             sweep, asked.trial, "failed", "no evaluation produced the metric", asked.params
         )
     try:
-        if _taken_over(sweep, asked.trial):
+        if taken_over(sweep.study, asked.trial):
             raise optuna.exceptions.UpdateFinishedTrialError(f"trial {asked.number} is finished")
         if outcome.pruned:
             sweep.study.tell(asked.trial, state=TrialState.PRUNED)
@@ -415,7 +415,7 @@ def _fail(
     (``platform.retries``). False: it counts towards the worker's consecutive failures."""
     why = redact_text(why)  # an exception's text may quote a URL or a token
     try:
-        if _taken_over(sweep, trial):
+        if taken_over(sweep.study, trial):
             return False
         trial.set_user_attr("fail_reason", why[:2000])
         trial.set_user_attr("reason", reason)
@@ -425,16 +425,11 @@ def _fail(
     sweep.store.upsert_trial(
         sweep.name, trial.number, params=params, metrics={}, host=socket.gethostname()
     )
-    frozen = sweep.study._storage.get_trial(trial._trial_id)
+    frozen = frozen_trial(sweep.study, trial)
     retried = sweep.retries.end(sweep.study, frozen, reason=reason, detail=why, overrides=overrides)
     then = "re-queued" if retried else "failed"
     print(f"trial {trial.number} {then} ({reason}): {why}", flush=True)
     return reason in RETRIED_REASONS
-
-
-def _taken_over(sweep: _Sweep, trial: optuna.Trial) -> bool:
-    """Whether the trial was finished by another process (found stale or dead meanwhile)."""
-    return sweep.study._storage.get_trial(trial._trial_id).state.is_finished()
 
 
 def _update_best(sweep: _Sweep) -> int:

@@ -113,6 +113,16 @@ class StaleClock:
                 log.warning("looking for stale trials failed", exc_info=True)
 
 
+def frozen_trial(study: optuna.Study, trial: optuna.Trial) -> optuna.trial.FrozenTrial:
+    """The trial as stored now (its state, its attrs), read by its storage id."""
+    return study._storage.get_trial(trial._trial_id)
+
+
+def taken_over(study: optuna.Study, trial: optuna.Trial) -> bool:
+    """Whether another process finished the trial (found its worker dead or stale)."""
+    return frozen_trial(study, trial).state.is_finished()
+
+
 def fail_trial(study: optuna.Study, number: int) -> bool:
     """Fail trial ``number`` now if it is still RUNNING (its worker is known to be dead, so it
     will never tell); True if it was failed here (by this call, not a concurrent one)."""
