@@ -267,7 +267,8 @@ def run_one(sweep: _Sweep, trial: optuna.Trial) -> bool:
         _end_tracking(sweep, asked, "FAILED")
         if not isinstance(exc, TunefleetError):  # a user's mistake needs its message, not a trace
             log.exception("trial %d failed", trial.number)
-        return _fail(sweep, trial, "failed", last_line(exc), asked.params)
+        full = f"{type(exc).__name__}: {exc}"
+        return _fail(sweep, trial, "failed", full, asked.params, detail=last_line(exc))
     finally:
         sweep.shutdown.on_timeout.remove(requeue_on_timeout)
     return finish(sweep, asked, outcome)
@@ -409,11 +410,14 @@ def _fail(
     why: str,
     params: dict[str, Any],
     *,
+    detail: str | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> bool:
     """End the attempt as FAIL with its reason; re-queued when the reason allows
-    (``platform.retries``). False: it counts towards the worker's consecutive failures."""
+    (``platform.retries``). ``why`` is printed and kept in Optuna, ``detail`` (default: ``why``)
+    goes to the store. False: it counts towards the worker's consecutive failures."""
     why = redact_text(why)  # an exception's text may quote a URL or a token
+    detail = why if detail is None else redact_text(detail)
     try:
         if taken_over(sweep.study, trial):
             return False
@@ -426,7 +430,9 @@ def _fail(
         sweep.name, trial.number, params=params, metrics={}, host=socket.gethostname()
     )
     frozen = frozen_trial(sweep.study, trial)
-    retried = sweep.retries.end(sweep.study, frozen, reason=reason, detail=why, overrides=overrides)
+    retried = sweep.retries.end(
+        sweep.study, frozen, reason=reason, detail=detail, overrides=overrides
+    )
     then = "re-queued" if retried else "failed"
     print(f"trial {trial.number} {then} ({reason}): {why}", flush=True)
     return reason in RETRIED_REASONS
