@@ -166,8 +166,14 @@ def test_status_json(swept: dict[str, Any]) -> None:
         "checkpoint",
         "seconds",
         "live",
+        "attempt",
+        "retry_of",
+        "reason",
+        "reason_detail",
+        "requeued",
     }
     assert all(set(t) == keys for t in status["trials"])
+    assert all((t["attempt"], t["reason"]) == (1, None) for t in status["trials"])
     assert all(t["live"] is None for t in status["trials"])  # only running trials have one
     best = max(status["trials"], key=lambda t: t["value"])
     assert status["best"]["value"] == best["value"]
@@ -271,7 +277,15 @@ def test_resume_after_a_killed_sweep(tmp_path: Path, tiny_model: Path, sentiment
     assert [t.state for t in trials][:2] == [TrialState.COMPLETE, TrialState.FAIL]
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
     assert Store(db).trial("resume", 0) == first  # finished work is kept, not redone
-    assert Store(db).trial("resume", 1).state == "FAIL"
+    dead = Store(db).trial("resume", 1)
+    assert dead is not None and (dead.state, dead.reason, dead.requeued) == (
+        "FAIL",
+        "interrupted",
+        True,
+    )
+    # The dead worker's trial was retried with its params, as one of the three.
+    [retry] = [t for t in trials if t.user_attrs.get("retry_of") == 1]
+    assert retry.state == TrialState.COMPLETE and retry.params == trials[1].params
 
     changed = yaml.safe_load(config.read_text())
     changed["train"]["epochs"] = 5
