@@ -336,4 +336,5 @@ def test_a_death_between_the_renames_leaves_a_complete_state_to_pick(tmp_path: P
     assert (folder / "weights").read_text() == "12"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["trial-0"]
     shutil.rmtree(folder)
-    assert recover(folder) is None and not has_resumable(folder)
+    folder.mkdir()  # made by a caller, empty: nothing to resume, and left there
+    assert recover(folder) is None and not has_resumable(folder) and folder.is_dir()

@@ -16,7 +16,9 @@ evaluation, and when a stop is requested mid-epoch. It holds:
   skipped batches are the same ones) and then restores the RNG states.
 - ``tunefleet-resume.json``, written last: the best-so-far (value, epoch, metrics, the hashes of
   the best checkpoint, which lives in its own folder) and the evaluations since it improved.
-  Its presence is what makes a state complete.
+  Its presence is what makes a state complete. Not Trainer's ``stateful_callbacks``: restoring
+  those rebuilds each callback from its constructor arguments (and only with
+  ``restore_callback_states_from_checkpoint``), and BestCheckpointCallback's are closures.
 
 Methods keep no state of their own beyond their weights: gradual unfreezing derives which blocks
 train from the global step at each epoch start, and dann's lambda from the global step before
@@ -108,7 +110,7 @@ def read_record(state: Path) -> dict[str, Any]:
 
 def recover(folder: Path) -> Path | None:
     """The complete state to resume from, moved to ``folder`` if a crash left it beside it, with
-    every other leftover removed; None (and no leftovers) when there is none."""
+    every leftover beside ``folder`` removed; None when there is none."""
     picked = _pick(folder)
     if picked is not None and picked != folder:
         shutil.rmtree(folder, ignore_errors=True)  # incomplete, or missing
@@ -116,8 +118,8 @@ def recover(folder: Path) -> Path | None:
         picked = folder
     for leftover in _leftovers(folder):
         shutil.rmtree(leftover, ignore_errors=True)
-    if picked is None and folder.exists():
-        shutil.rmtree(folder, ignore_errors=True)
+    # Without a complete state the folder itself is left as it is (a caller may have made it);
+    # the first write replaces it.
     return picked
 
 
