@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -136,6 +137,40 @@ def write_state(folder: Path, *, fill: Callable[[Path], None], record: dict[str,
         folder.rename(aside)
     staging.rename(folder)
     shutil.rmtree(aside, ignore_errors=True)
+
+
+class StateWriter:
+    """Writes states on a background thread, one at a time, so training goes on meanwhile.
+
+    A process killed mid-write leaves the previous complete state (the swap is atomic), so the
+    work lost is at most the interval since that one plus the write.
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, folder: Path, *, fill: Callable[[Path], None], record: dict[str, Any]) -> None:
+        """Start writing (after the previous write has finished)."""
+        self.wait()
+
+        def run() -> None:
+            try:
+                write_state(folder, fill=fill, record=record)
+            except BaseException as error:  # re-raised on the training thread by wait()
+                self._error = error
+
+        self._thread = threading.Thread(target=run, name="tunefleet-resume-writer", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        """Until the last write is on disk; raises what it failed with."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def _pick(folder: Path) -> Path | None:

@@ -150,6 +150,10 @@ def run_trial(config: SweepConfig, request: TrialRequest) -> TrialOutcome:
         checkpoint.restore(read_record(resume_from)["callbacks"])
     try:
         trainer.train(resume_from_checkpoint=None if resume_from is None else str(resume_from))
+        # Scoring the test split overlaps the final evaluation's state write.
+        outcome = _outcome(
+            config, request, model, splits, checkpoint, trainer.state.log_history, started=started
+        )
     except StopRequested as stop:
         history = trainer.state.log_history
         so_far = _outcome(
@@ -162,9 +166,8 @@ def run_trial(config: SweepConfig, request: TrialRequest) -> TrialOutcome:
             torch.cuda.empty_cache()
         train = config.train
         raise TrialOutOfMemory(train.batch_size, train.gradient_accumulation_steps) from error
-    outcome = _outcome(
-        config, request, model, splits, checkpoint, trainer.state.log_history, started=started
-    )
+    finally:
+        trainer.writer.wait()  # however the trial ends, the last state written is whole
     if outcome.pruned:
         raise TrialPruned(outcome)
     return outcome
