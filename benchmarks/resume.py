@@ -20,6 +20,7 @@ environment defaults).
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 import time
@@ -97,6 +98,11 @@ def sizes(folder: Path) -> dict[str, int]:
     }
 
 
+def load() -> str:
+    """The 1-minute load average: timings on a loaded machine are read with it."""
+    return f"{os.getloadavg()[0]:.1f}"
+
+
 def megabytes(count: int) -> str:
     return f"{count / 1e6:.1f} MB"
 
@@ -109,6 +115,7 @@ def main() -> None:
 
     quiet_libraries()
     time_states()
+    loaded = load()
     with tempfile.TemporaryDirectory() as tmp:
         config = config_for(args, sample_rows(args.rows, Path(tmp)))
         # First-run costs of the process (imports, the model's first load) out of the timing.
@@ -122,11 +129,15 @@ def main() -> None:
             folder=Path(tmp),
             rotate=True,
         )
-    print(f"\n{environment(args)}")
+    print(f"\n{environment(args)}; load average {loaded} before, {load()} after")
     medians = {name: statistics.median(values) for name, values in times.items()}
     for name, seconds in medians.items():
         print(f"{name:10s} median {seconds:7.2f}s  ({', '.join(f'{t:.2f}' for t in times[name])})")
-    print(f"ratio resumable/plain: {medians['resumable'] / medians['plain']:.3f}")
+    print(
+        f"ratio resumable/plain: {medians['resumable'] / medians['plain']:.3f} (medians), ", end=""
+    )
+    # The least disturbed run of each side, for a machine shared with other work.
+    print(f"{min(times['resumable']) / min(times['plain']):.3f} (fastest runs)")
     total = sum(times["resumable"])
     if WRITES:
         print(

@@ -155,6 +155,7 @@ def baseline(cfg: SweepConfig, tmp_path: Path, **kwargs: Any) -> tuple[TrialOutc
     return outcome, recorder
 
 
+@pytest.mark.slow  # three real trials per method
 @pytest.mark.parametrize(
     ("method", "train"),
     [
