@@ -8,8 +8,8 @@ evaluation, and when a stop is requested mid-epoch. It holds:
   trial's seed, so a LoRA state is the adapters and the head, not the whole model. Loaded in place
   (``load_state_dict``), so the optimizer built before Trainer keeps its parameters.
 - ``optimizer.pt``, ``scheduler.pt`` (ReduceLROnPlateau's too, saved after it stepped with the
-  evaluation), ``scaler.pt`` (fp16), ``rng_state.pth`` (python, numpy, torch, cuda): written
-  and read by Trainer's own checkpoint code.
+  evaluation), ``scaler.pt`` (fp16), ``rng_state.pth`` (python, numpy, torch, cuda): in the
+  files and formats of Trainer's own (single-process) checkpoints, read back by Trainer.
 - ``trainer_state.json``: Trainer's state (global step, epoch, log history, best metric).
   Resuming goes through ``Trainer.train(resume_from_checkpoint=...)``, which restores it, skips
   the batches already trained in a mid-epoch stop (the sampler is seeded per epoch, so the

@@ -3,9 +3,9 @@ in each evaluation and gradient clipping with the norm measured once per step by
 
 Gradient clipping goes through Trainer's private ``_clip_grad_norm`` and ``_get_grad_norm``
 hooks: a transformers release that renames them breaks here (tests/trainers/test_gradients.py).
-The resumable state (trainers/resume.py) goes through ``_maybe_log_save_evaluate``,
-``_load_from_checkpoint`` and Trainer's own ``_save_optimizer_and_scheduler``, ``_save_scaler``
-and ``_save_rng_state`` (tests/trainers/test_resume.py).
+The resumable state (trainers/resume.py) goes through the private ``_maybe_log_save_evaluate``
+and ``_load_from_checkpoint``, and is written in the files and formats of Trainer's own
+checkpoints, which its resume reads (tests/trainers/test_resume.py).
 """
 
 from __future__ import annotations
@@ -300,6 +300,9 @@ def copied(value: Any) -> Any:
         return value.detach().to("cpu", copy=True)
     if isinstance(value, dict):
         return {key: copied(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(copied(item) for item in value)
+    if isinstance(value, list):
+        return [copied(item) for item in value]
+    if isinstance(value, tuple):
+        items = [copied(item) for item in value]
+        return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
     return value
