@@ -6,6 +6,7 @@ at the step with what they were."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import random
 import shutil
 import threading
@@ -19,6 +20,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from support import trials
 from tunefleet.config import SweepConfig
 from tunefleet.platform.layout import Layout
+from tunefleet.trainers.checkpoint import hash_folder
 from tunefleet.trainers.methods.dann import DomainAdversarial
 from tunefleet.trainers.resume import (
     MARKER,
@@ -155,6 +157,7 @@ def baseline(cfg: SweepConfig, tmp_path: Path, **kwargs: Any) -> tuple[TrialOutc
     return outcome, recorder
 
 
+@pytest.mark.slow  # three real trials per method
 @pytest.mark.parametrize(
     ("method", "train"),
     [
@@ -220,9 +223,14 @@ def test_a_stop_ends_the_trial_after_its_step_with_the_state_written(
     leftover = folder / ".resume-tmp-crashed"
     leftover.mkdir()
     (leftover / MARKER).write_text('{"format": 1, "st')
-    resumed = run_trial(cfg, request(folder))
+    # The retry writes its checkpoint elsewhere (as under a new trial number): the best so far
+    # comes along with the state that names it.
+    retry = dataclasses.replace(request(folder), checkpoint_dir=folder / "ckpt-retry")
+    resumed = run_trial(cfg, retry)
     assert not leftover.exists()
     assert_same_result(resumed, uninterrupted, (folder, tmp_path / "uninterrupted"))
+    assert resumed.checkpoint == folder / "ckpt-retry"
+    assert resumed.checkpoint_sha256 == hash_folder(folder / "ckpt-retry")
 
 
 def test_a_stop_at_an_epochs_last_step_evaluates_that_epoch_first(
@@ -336,4 +344,5 @@ def test_a_death_between_the_renames_leaves_a_complete_state_to_pick(tmp_path: P
     assert (folder / "weights").read_text() == "12"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["trial-0"]
     shutil.rmtree(folder)
-    assert recover(folder) is None and not has_resumable(folder)
+    folder.mkdir()  # made by a caller, empty: nothing to resume, and left there
+    assert recover(folder) is None and not has_resumable(folder) and folder.is_dir()

@@ -91,7 +91,13 @@ class BestCheckpointCallback(TrainerCallback):
     def export(self) -> dict[str, Any]:
         """The best-so-far and the early-stopping count, as JSON, for a trial's resumable state
         (the best checkpoint itself is its own folder, matched by ``hashes``)."""
-        return {"best": asdict(self.best), "stale": self.stale, "pruned": self.pruned}
+        folder = str(self.folder) if self.folder is not None else None
+        return {
+            "best": asdict(self.best),
+            "stale": self.stale,
+            "pruned": self.pruned,
+            "folder": folder,
+        }
 
     def restore(self, exported: dict[str, Any]) -> None:
         """Continue from what :meth:`export` gave (a resumed trial)."""

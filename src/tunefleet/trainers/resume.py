@@ -8,15 +8,17 @@ evaluation, and when a stop is requested mid-epoch. It holds:
   trial's seed, so a LoRA state is the adapters and the head, not the whole model. Loaded in place
   (``load_state_dict``), so the optimizer built before Trainer keeps its parameters.
 - ``optimizer.pt``, ``scheduler.pt`` (ReduceLROnPlateau's too, saved after it stepped with the
-  evaluation), ``scaler.pt`` (fp16), ``rng_state.pth`` (python, numpy, torch, cuda): written
-  and read by Trainer's own checkpoint code.
+  evaluation), ``scaler.pt`` (fp16), ``rng_state.pth`` (python, numpy, torch, cuda): in the
+  files and formats of Trainer's own (single-process) checkpoints, read back by Trainer.
 - ``trainer_state.json``: Trainer's state (global step, epoch, log history, best metric).
   Resuming goes through ``Trainer.train(resume_from_checkpoint=...)``, which restores it, skips
   the batches already trained in a mid-epoch stop (the sampler is seeded per epoch, so the
   skipped batches are the same ones) and then restores the RNG states.
 - ``tunefleet-resume.json``, written last: the best-so-far (value, epoch, metrics, the hashes of
   the best checkpoint, which lives in its own folder) and the evaluations since it improved.
-  Its presence is what makes a state complete.
+  Its presence is what makes a state complete. Not Trainer's ``stateful_callbacks``: restoring
+  those rebuilds each callback from its constructor arguments (and only with
+  ``restore_callback_states_from_checkpoint``), and BestCheckpointCallback's are closures.
 
 Methods keep no state of their own beyond their weights: gradual unfreezing derives which blocks
 train from the global step at each epoch start, and dann's lambda from the global step before
@@ -34,6 +36,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -108,7 +111,7 @@ def read_record(state: Path) -> dict[str, Any]:
 
 def recover(folder: Path) -> Path | None:
     """The complete state to resume from, moved to ``folder`` if a crash left it beside it, with
-    every other leftover removed; None (and no leftovers) when there is none."""
+    every leftover beside ``folder`` removed; None when there is none."""
     picked = _pick(folder)
     if picked is not None and picked != folder:
         shutil.rmtree(folder, ignore_errors=True)  # incomplete, or missing
@@ -116,8 +119,8 @@ def recover(folder: Path) -> Path | None:
         picked = folder
     for leftover in _leftovers(folder):
         shutil.rmtree(leftover, ignore_errors=True)
-    if picked is None and folder.exists():
-        shutil.rmtree(folder, ignore_errors=True)
+    # Without a complete state the folder itself is left as it is (a caller may have made it);
+    # the first write replaces it.
     return picked
 
 
@@ -134,6 +137,40 @@ def write_state(folder: Path, *, fill: Callable[[Path], None], record: dict[str,
         folder.rename(aside)
     staging.rename(folder)
     shutil.rmtree(aside, ignore_errors=True)
+
+
+class StateWriter:
+    """Writes states on a background thread, one at a time, so training goes on meanwhile.
+
+    A process killed mid-write leaves the previous complete state (the swap is atomic), so the
+    work lost is at most the interval since that one plus the write.
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, folder: Path, *, fill: Callable[[Path], None], record: dict[str, Any]) -> None:
+        """Start writing (after the previous write has finished)."""
+        self.wait()
+
+        def run() -> None:
+            try:
+                write_state(folder, fill=fill, record=record)
+            except BaseException as error:  # re-raised on the training thread by wait()
+                self._error = error
+
+        self._thread = threading.Thread(target=run, name="tunefleet-resume-writer", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        """Until the last write is on disk; raises what it failed with."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def _pick(folder: Path) -> Path | None:

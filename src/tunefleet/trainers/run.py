@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import math
+import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -147,9 +148,15 @@ def run_trial(config: SweepConfig, request: TrialRequest) -> TrialOutcome:
     trainer = _setup_trainer(config, request, model, data, checkpoint, evaluations)
     resume_from = recover(request.resume_dir) if request.resume_dir is not None else None
     if resume_from is not None:
-        checkpoint.restore(read_record(resume_from)["callbacks"])
+        kept = read_record(resume_from)["callbacks"]
+        checkpoint.restore(kept)
+        _carry_best_checkpoint(kept.get("folder"), request.checkpoint_dir)
     try:
         trainer.train(resume_from_checkpoint=None if resume_from is None else str(resume_from))
+        # Scoring the test split overlaps the final evaluation's state write.
+        outcome = _outcome(
+            config, request, model, splits, checkpoint, trainer.state.log_history, started=started
+        )
     except StopRequested as stop:
         history = trainer.state.log_history
         so_far = _outcome(
@@ -162,12 +169,20 @@ def run_trial(config: SweepConfig, request: TrialRequest) -> TrialOutcome:
             torch.cuda.empty_cache()
         train = config.train
         raise TrialOutOfMemory(train.batch_size, train.gradient_accumulation_steps) from error
-    outcome = _outcome(
-        config, request, model, splits, checkpoint, trainer.state.log_history, started=started
-    )
+    finally:
+        trainer.writer.wait()  # however the trial ends, the last state written is whole
     if outcome.pruned:
         raise TrialPruned(outcome)
     return outcome
+
+
+def _carry_best_checkpoint(recorded: str | None, folder: Path) -> None:
+    """A retry writing its checkpoint elsewhere than the attempt it resumes (a new trial number)
+    starts from a copy of that attempt's best checkpoint, which the resumed best-so-far names."""
+    if recorded is None or Path(recorded) == folder or folder.exists():
+        return
+    if Path(recorded).is_dir():
+        shutil.copytree(recorded, folder)
 
 
 def _setup_model(config: SweepConfig, splits: Splits) -> _Model:

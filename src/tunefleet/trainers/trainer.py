@@ -3,28 +3,31 @@ in each evaluation and gradient clipping with the norm measured once per step by
 
 Gradient clipping goes through Trainer's private ``_clip_grad_norm`` and ``_get_grad_norm``
 hooks: a transformers release that renames them breaks here (tests/trainers/test_gradients.py).
-The resumable state (trainers/resume.py) goes through ``_maybe_log_save_evaluate``,
-``_load_from_checkpoint`` and Trainer's own ``_save_optimizer_and_scheduler``, ``_save_scaler``
-and ``_save_rng_state`` (tests/trainers/test_resume.py).
+The resumable state (trainers/resume.py) goes through the private ``_maybe_log_save_evaluate``
+and ``_load_from_checkpoint``, and is written in the files and formats of Trainer's own
+checkpoints, which its resume reads (tests/trainers/test_resume.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+import random
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from accelerate.utils import DistributedType
 from torch import Tensor, nn
 from torch.nn.utils import clip_grads_with_norm_
 from torch.utils.data import DataLoader, Dataset
 from transformers import Trainer
-from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer import OPTIMIZER_NAME, SCALER_NAME, SCHEDULER_NAME, TRAINER_STATE_NAME
 from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import EvalLoopOutput
 from transformers.utils.import_utils import is_sagemaker_mp_enabled
@@ -32,7 +35,7 @@ from transformers.utils.import_utils import is_sagemaker_mp_enabled
 from tunefleet.errors import CheckpointError
 from tunefleet.trainers.evaluation import EvaluationRecorder
 from tunefleet.trainers.gradients import GradientGroups
-from tunefleet.trainers.resume import NonFiniteError, StopRequested, write_state
+from tunefleet.trainers.resume import NonFiniteError, StateWriter, StopRequested
 
 TARGET_PREFIX = "eval_target"
 TARGET_METRICS = ("accuracy", "f1")
@@ -50,9 +53,11 @@ _ENGINE_CLIPPED = frozenset(
 
 MODEL_STATE = "model_state.pt"
 """The trained (and trainable) parameters and the buffers of a resumable state, by name."""
+RNG_STATE = "rng_state.pth"
+"""Trainer's name for a single process's RNG states."""
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Resumable:
     """Where the trial keeps its resumable state, and when to stop early."""
 
@@ -101,6 +106,8 @@ class TunefleetTrainer(Trainer):
         self.target_eval = target_eval
         self.gradient_groups = gradient_groups
         self.resumable = resumable
+        self.writer = StateWriter()
+        """Writes resumable states off the training thread; run_trial waits for it."""
         self._plain_grads: bool | None = None
 
     def training_step(
@@ -130,25 +137,49 @@ class TunefleetTrainer(Trainer):
         if resumable.folder is not None and (evaluating or stopping):
             self.save_resumable(resumable.folder, resumable.record())
         if stopping:
+            self.writer.wait()  # on disk before the trial says it is interrupted
             raise StopRequested(self.state.global_step)
 
     def save_resumable(self, folder: Path, record: dict[str, Any]) -> None:
-        """Replace ``folder`` with this moment's resumable state (see trainers/resume.py)."""
+        """Replace ``folder`` with this moment's resumable state (see trainers/resume.py): copied
+        here, written and swapped in on the writer's thread while training goes on."""
+        fill = self._snapshot()
+        step = {"step": self.state.global_step, "epoch": self.state.epoch}
+        self.writer.submit(folder, fill=fill, record={**step, "callbacks": record})
 
-        model, optimizer = self.model, self.optimizer
+    def _snapshot(self) -> Callable[[Path], None]:
+        """This moment's state, copied to host memory, and how to write it: the files and
+        formats Trainer's own checkpoints have, so Trainer's resume reads them. Single process
+        (a trial's Trainer is): Trainer's sharded or engine-owned formats are not written."""
+        model, optimizer, scheduler = self.model, self.optimizer, self.lr_scheduler
         assert model is not None and optimizer is not None  # set before training starts
+        weights = copied(trained_state(model, optimizer))
+        optimizer_state = copied(optimizer.state_dict())
+        scheduler_state = copied(scheduler.state_dict()) if scheduler is not None else None
+        scaler = getattr(self.accelerator, "scaler", None)
+        scaler_state = copied(scaler.state_dict()) if scaler is not None else None
+        rng: dict[str, Any] = {
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "cpu": torch.random.get_rng_state(),
+        }
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.random.get_rng_state()
+        self.store_flos()
+        self._export_callback_states()
+        trainer_state = json.dumps(dataclasses.asdict(self.state), indent=2, sort_keys=True)
 
         def fill(staging: Path) -> None:
-            torch.save(trained_state(model, optimizer), staging / MODEL_STATE)
-            self._save_optimizer_and_scheduler(str(staging))
-            self._save_scaler(str(staging))
-            self._save_rng_state(str(staging))
-            self.store_flos()
-            self._export_callback_states()
-            self.state.save_to_json(str(staging / TRAINER_STATE_NAME))
+            torch.save(weights, staging / MODEL_STATE)
+            torch.save(optimizer_state, staging / OPTIMIZER_NAME)
+            if scheduler_state is not None:
+                torch.save(scheduler_state, staging / SCHEDULER_NAME)
+            if scaler_state is not None:
+                torch.save(scaler_state, staging / SCALER_NAME)
+            torch.save(rng, staging / RNG_STATE)
+            (staging / TRAINER_STATE_NAME).write_text(trainer_state + "\n", encoding="utf-8")
 
-        step = {"step": self.state.global_step, "epoch": self.state.epoch}
-        write_state(folder, fill=fill, record={**step, "callbacks": record})
+        return fill
 
     def _export_callback_states(self) -> None:
         """Trainer's exportable callbacks (TrainerControl among them) into its state, as its
@@ -261,3 +292,17 @@ def trained_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[st
         for name, value in model.state_dict(keep_vars=True).items()
         if not isinstance(value, nn.Parameter) or value.requires_grad or id(value) in held
     }
+
+
+def copied(value: Any) -> Any:
+    """``value`` with every tensor copied to host memory (a state dict holds the live ones)."""
+    if isinstance(value, Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {key: copied(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [copied(item) for item in value]
+    if isinstance(value, tuple):
+        items = [copied(item) for item in value]
+        return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
+    return value
