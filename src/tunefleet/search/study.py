@@ -133,13 +133,19 @@ def _chosen_experimental() -> Iterator[None]:
         yield
 
 
+STORAGE_POOL: Mapping[str, int] = {"pool_size": 1, "max_overflow": 1}
+"""Connections Optuna's storage may hold on a server database: the worker's thread and its
+heartbeat thread. With the store's pool (``platform.store.engine.SERVER_POOL``, at most 3) a
+worker holds at most 5 connections to PostgreSQL (its default limit is 100: optuna#1347)."""
+
+
 def make_storage(url: str) -> RDBStorage:
     """Optuna's storage with heartbeats on, and SQLite waiting out its lock (optuna#820)."""
     engine_kwargs: dict[str, object] = {}
     if url.startswith("sqlite"):
         engine_kwargs["connect_args"] = {"timeout": 60}
     else:
-        engine_kwargs["pool_pre_ping"] = True
+        engine_kwargs.update(pool_pre_ping=True, **STORAGE_POOL)
     with _chosen_experimental():
         return RDBStorage(
             url,
