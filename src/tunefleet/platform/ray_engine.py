@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,8 @@ MAX_RESTARTS = 3
 """Restarts of one actor (node loss, a killed process) before its worker counts as failed."""
 MARKER_DIR = ".tunefleet-shared"
 """Under ``--out``: the file each node must see for a multi-node sweep to start."""
+RESUBMIT_S = 1.0
+"""Pause before a call is sent again to an actor that is restarting."""
 IDENTITY_ATTR = "ray_worker_{index}"
 """Study user attr: each actor incarnation's node, host, pid and CUDA_VISIBLE_DEVICES."""
 
@@ -264,7 +267,12 @@ class _WorkerActor:
 
 class RayWorker:
     """A worker actor seen as a process by the launcher's ``watch``: ``poll`` drives it (a lost
-    actor's trials failed, its call sent again to the restarted actor) and says when it is done."""
+    actor's trials failed, its call sent again to the restarted actor) and says when it is done.
+
+    A failed call means the incarnation is gone when Ray says the actor died, or when its node is
+    no longer alive; an actor only unreachable (``ActorUnavailableError``) on a live node is
+    suspected until it answers again, from the same process (nothing lost) or a new one (the old
+    one's trials are failed then)."""
 
     def __init__(self, cluster: RayCluster, index: int, spec: ActorSpec) -> None:
         ray = cluster.ray
@@ -279,26 +287,33 @@ class RayWorker:
         self.returncode: int | None = None
         self.restarts = 0
         self.who: dict[str, Any] | None = None
+        self.suspect: dict[str, Any] | None = None
+        self._resubmit_at = 0.0
         self._submit()
 
     def _submit(self) -> None:
         # An actor runs its calls in order: its identity is known before its first trial.
         self._who_ref = self.actor.identity.remote()
         self._run_ref = self.actor.run.remote()
+        self._pending = False
 
     def poll(self) -> int | None:
         if self.returncode is not None:
             return self.returncode
         ray = self.ray
+        if self._pending:
+            if time.monotonic() >= self._resubmit_at:
+                self._submit()
+            return self._check_suspect()
         if self.who is None and ray.wait([self._who_ref], timeout=0)[0]:
-            self.who = self._get(self._who_ref)
+            self._answered(self._get(self._who_ref))
         if not ray.wait([self._run_ref], timeout=0)[0]:
-            return None
+            return self._check_suspect()
         try:
             ran = ray.get(self._run_ref)
-        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
-            self._lost(exc)
-            return self.returncode
+        except ray.exceptions.RayActorError as exc:
+            self._call_failed(exc)
+            return self._check_suspect()
         except ray.exceptions.RayTaskError as exc:
             cause = exc.as_instanceof_cause()
             code = 2 if isinstance(cause, TunefleetError) else 1
@@ -314,26 +329,50 @@ class RayWorker:
             return None
         return who
 
-    def _lost(self, exc: BaseException) -> None:
+    def _answered(self, who: dict[str, Any] | None) -> None:
+        """A (new) incarnation said where it runs; a suspected one that is not it is gone."""
+        self.who = who
+        if who is not None and self.suspect is not None:
+            if (who["node_id"], who["pid"]) != (self.suspect["node_id"], self.suspect["pid"]):
+                self._lost(self.suspect, "restarted")
+            self.suspect = None
+
+    def _call_failed(self, exc: BaseException) -> None:
         who = self.who or self._get(self._who_ref)
-        failed = fail_trials_of(self.spec, who) if who else []
+        dead = not isinstance(exc, self.ray.exceptions.ActorUnavailableError)
+        if who is None:
+            if dead:  # died before it started: counts against the restarts all the same
+                self._count_restart(f"{type(exc).__name__} before it started")
+        elif dead:
+            self._lost(who, type(exc).__name__)
+        else:
+            self.suspect = who
+        self.who = None
+        # Sent again shortly: calls to an actor that is restarting fail at once.
+        self._pending, self._resubmit_at = True, time.monotonic() + RESUBMIT_S
+
+    def _check_suspect(self) -> int | None:
+        if self.suspect is not None and self.suspect["node_id"] not in _alive_node_ids(self.ray):
+            suspect, self.suspect = self.suspect, None
+            self._lost(suspect, "its node is gone")
+        return self.returncode
+
+    def _lost(self, who: dict[str, Any], why: str) -> None:
+        failed = fail_trials_of(self.spec, who)
+        self._count_restart(
+            f"{who['host']} pid {who['pid']}: {why}; trial(s) {failed or 'none'} failed"
+        )
+
+    def _count_restart(self, what: str) -> None:
         self.restarts += 1
-        where = f"{who['host']} pid {who['pid']}" if who else "before it started"
+        left = MAX_RESTARTS - self.restarts
         print(
-            f"worker {self.index} lost ({where}: {type(exc).__name__}); "
-            f"trial(s) {failed or 'none'} failed; "
-            + (
-                f"restart {self.restarts} of {MAX_RESTARTS}"
-                if self.restarts <= MAX_RESTARTS
-                else "no restarts left"
-            ),
+            f"worker {self.index} lost ({what}); "
+            + (f"restart {self.restarts} of {MAX_RESTARTS}" if left >= 0 else "no restarts left"),
             flush=True,
         )
-        if self.restarts > MAX_RESTARTS:
+        if left < 0:
             self._done(1)
-            return
-        self.who = None
-        self._submit()
 
     def _done(self, code: int) -> int:
         self.returncode = code
@@ -355,6 +394,10 @@ class RayWorker:
 
     def wait(self, timeout: float | None = None) -> int:
         return self.returncode if self.returncode is not None else 0
+
+
+def _alive_node_ids(ray: ModuleType) -> set[str]:
+    return {node.node_id for node in _nodes(ray)}
 
 
 def fail_trials_of(spec: ActorSpec, who: dict[str, Any]) -> list[int]:
