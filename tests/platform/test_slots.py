@@ -3,8 +3,12 @@ explicitly: this machine has no GPU, and the planner must not need one to be tes
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from support.cli import run_cli
+from support.configs import write_config
 from tunefleet.errors import TunefleetError
 from tunefleet.platform.launcher import Slot, plan_slots
 
@@ -56,3 +60,28 @@ def test_on_cpu_the_threads_are_split_between_workers() -> None:
     assert all(s.env["CUDA_VISIBLE_DEVICES"] == "" for s in slots)
     assert all(s.env["OMP_NUM_THREADS"] == "4" for s in slots)
     assert [s.threads for s in plan_slots(4, devices=[], cpus=2)] == [1, 1, 1, 1]
+
+
+def test_the_cli_refuses_more_workers_than_gpu_slots_before_any_trial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # what the launcher reads: no GPU needed
+    config = write_config(
+        tmp_path,
+        {"name": "slots", "model": {"name_or_path": "minilm"}, "data": {"train": "x.csv"}},
+    )
+    out = tmp_path / "runs"
+    result = run_cli(
+        "sweep",
+        str(config),
+        "--out",
+        str(out),
+        "--workers",
+        "3",
+        "--gpus-per-trial",
+        "1",
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "3 GPUs" in result.stderr and "--workers 2" in result.stderr, result.stderr
+    assert not (out / "tunefleet.db").exists()

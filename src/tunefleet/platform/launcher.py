@@ -436,6 +436,8 @@ def run_sweep(
 
 def _connect(placement: Placement, layout: Layout, db_url: str, workers: int) -> RayCluster | None:
     if placement.engine != "ray":
+        if placement.gpus_per_trial is not None:
+            plan_slots(workers, gpus_per_trial=placement.gpus_per_trial)  # refused before any trial
         return None
     from tunefleet.platform.ray_engine import connect
 
