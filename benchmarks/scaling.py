@@ -125,6 +125,12 @@ def engine_side(args: argparse.Namespace, folder: Path, engine: str) -> float:
     return wall
 
 
+def load() -> str:
+    """The machine's load averages: on a shared machine the other work is part of the figure."""
+    one, five, _ = os.getloadavg()
+    return f"(load average 1 min {one:.1f}, 5 min {five:.1f})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--rows", type=int, default=200)
@@ -145,13 +151,13 @@ def main() -> None:
             one, done1 = workers_side(args, folder, 1)
             two, done2 = workers_side(args, folder, 2)
             rate1, rate2 = done1 / one * 3600, done2 / two * 3600
-            print(f"1 worker  x {args.threads} thread(s): {done1} trials in {one:.1f} s")
-            print(f"2 workers x {args.threads} thread(s): {done2} trials in {two:.1f} s")
+            print(f"1 worker  x {args.threads} thread(s): {done1} trials in {one:.1f} s {load()}")
+            print(f"2 workers x {args.threads} thread(s): {done2} trials in {two:.1f} s {load()}")
             print(f"trials/hour: {rate1:.0f} -> {rate2:.0f}, ratio {rate2 / rate1:.2f}x")
         if "engines" in parts:
             local = engine_side(args, folder, "local")
             ray = engine_side(args, folder, "ray")
-            print(f"sweep --workers 2: local {local:.1f} s, ray {ray:.1f} s")
+            print(f"sweep --workers 2: local {local:.1f} s, ray {ray:.1f} s {load()}")
             print(f"ray / local wall time: {ray / local:.2f}x")
     print(f"benchmark took {time.perf_counter() - begun:.0f} s")
 

@@ -7,7 +7,9 @@ any trial."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -208,3 +210,40 @@ def test_a_multi_node_cluster_with_sqlite_is_refused_before_any_trial(
     assert result.returncode == 2, result.stdout + result.stderr
     assert "2 nodes" in result.stderr and "--db postgresql://" in result.stderr, result.stderr
     assert not (out / "x.db").exists()  # refused before the study was created
+
+
+def test_an_out_the_nodes_do_not_see_is_refused_naming_them(
+    tmp_path: Path, tiny_model: Path, sentiment_csv: Path, cluster: Any, pg_url: str
+) -> None:
+    """The launcher runs in a mount namespace of its own with a private tmpfs at --out: a real
+    filesystem that the Ray nodes (started in this test's namespace) do not share."""
+    config = sweep_file(tmp_path, tiny_model, sentiment_csv)
+    out = tmp_path / "private-runs"
+    out.mkdir()
+    # Root may make a mount namespace; anyone else makes it inside a user namespace.
+    unshare = ["unshare", "--mount", "--propagation", "private"]
+    if os.geteuid() != 0:
+        unshare[1:1] = ["--user", "--map-root-user"]
+    in_private = f'mount -t tmpfs tunefleet-private "{out}" && exec "$@"'
+    sweep = ray_sweep_args(config, out, pg_url, cluster.address)
+    result = subprocess.run(
+        [*unshare, "sh", "-c", in_private, "sh", *TUNEFLEET, *sweep],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "is not shared with the Ray node(s)" in result.stderr, result.stderr
+    named = result.stderr.split("node(s)", 1)[1].split(":", 1)[0]
+    assert named.count("(") == 2, result.stderr  # both nodes, each with its address
+    assert optuna.get_all_study_names(storage=pg_url) == []  # refused before the study
+
+
+def test_without_ray_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tunefleet.errors import TunefleetError
+    from tunefleet.platform.ray_engine import import_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # how Python sees a package not installed
+    with pytest.raises(TunefleetError, match=r"pip install 'tunefleet\[ray\]'"):
+        import_ray()
