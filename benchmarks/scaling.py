@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +77,20 @@ def prepared(config_file: Path, out: Path) -> str:
     return layout.db_url
 
 
-def workers_side(args: argparse.Namespace, folder: Path, workers: int) -> tuple[float, int]:
+@dataclass(frozen=True)
+class Side:
+    wall: float
+    done: int
+    trial_s: float
+    """Median seconds of one trial (its training path, as the store records it)."""
+    load: str
+
+
+def workers_side(args: argparse.Namespace, folder: Path, workers: int) -> Side:
     """Seconds from starting ``workers`` workers to the last one exiting; trials complete."""
     import optuna
+
+    from tunefleet.platform.store import Store
 
     name = f"w{workers}"
     config_file = sweep_config(args, folder, name)
@@ -108,7 +121,10 @@ def workers_side(args: argparse.Namespace, folder: Path, workers: int) -> tuple[
     assert codes == [0] * workers, codes
     study = optuna.load_study(study_name=name, storage=db)
     done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-    return wall, done
+    store = Store(db)
+    seconds = [r.seconds for r in store.trials(name) if r.seconds is not None]
+    store.dispose()
+    return Side(wall, done, statistics.median(seconds), load())
 
 
 def engine_side(args: argparse.Namespace, folder: Path, engine: str) -> float:
@@ -148,11 +164,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tf-scaling-") as tmp:
         folder = Path(tmp)
         if "workers" in parts:
-            one, done1 = workers_side(args, folder, 1)
-            two, done2 = workers_side(args, folder, 2)
-            rate1, rate2 = done1 / one * 3600, done2 / two * 3600
-            print(f"1 worker  x {args.threads} thread(s): {done1} trials in {one:.1f} s {load()}")
-            print(f"2 workers x {args.threads} thread(s): {done2} trials in {two:.1f} s {load()}")
+            one = workers_side(args, folder, 1)
+            two = workers_side(args, folder, 2)
+            for count, side in ((1, one), (2, two)):
+                print(
+                    f"{count} worker(s) x {args.threads} thread(s): {side.done} trials in "
+                    f"{side.wall:.1f} s, median trial {side.trial_s:.1f} s {side.load}"
+                )
+            rate1, rate2 = one.done / one.wall * 3600, two.done / two.wall * 3600
             print(f"trials/hour: {rate1:.0f} -> {rate2:.0f}, ratio {rate2 / rate1:.2f}x")
         if "engines" in parts:
             local = engine_side(args, folder, "local")
