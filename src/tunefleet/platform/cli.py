@@ -154,7 +154,31 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     }
     config = load_config(args.config, overrides=overrides)
     layout, db = _layout_db(args)
-    return run_sweep(config, layout=layout, db_url=db, workers=args.workers)
+    return run_sweep(
+        config, layout=layout, db_url=db, workers=args.workers, placement=_placement(args)
+    )
+
+
+def _placement(args: argparse.Namespace) -> Any:
+    from tunefleet.platform.launcher import Placement
+
+    for flag, value in (
+        ("--gpus-per-trial", args.gpus_per_trial),
+        ("--cpus-per-trial", args.cpus_per_trial),
+    ):
+        if value is not None and value < 1:
+            raise TunefleetError(f"{flag} must be at least 1, got {value}")
+    if args.engine == "local" and (args.address is not None or args.cpus_per_trial is not None):
+        raise TunefleetError(
+            "--address and --cpus-per-trial place Ray actors: add --engine ray (the local engine "
+            "splits this machine's CPU threads between --workers itself)"
+        )
+    return Placement(
+        engine=args.engine,
+        address=args.address,
+        gpus_per_trial=args.gpus_per_trial,
+        cpus_per_trial=args.cpus_per_trial,
+    )
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -337,6 +361,33 @@ COMMAND_TABLE: tuple[Command, ...] = (
                 default=1,
                 help="worker processes (one per GPU, or a share of the CPU threads each); "
                 "default 1",
+            ),
+            arg(
+                "--engine",
+                choices=("local", "ray"),
+                default="local",
+                help="local: worker processes on this machine (default); ray: workers as Ray "
+                "actors on a cluster (pip install 'tunefleet[ray]'; docs/cluster.md)",
+            ),
+            arg(
+                "--address",
+                default=None,
+                help="with --engine ray: the cluster (auto, ray://HOST:10001, HOST:6379); "
+                "default: start a Ray cluster on this machine",
+            ),
+            arg(
+                "--gpus-per-trial",
+                type=int,
+                default=None,
+                help="GPUs each worker gets (local: disjoint sets from CUDA_VISIBLE_DEVICES, "
+                "more workers than sets refused; ray: the actor's num_gpus)",
+            ),
+            arg(
+                "--cpus-per-trial",
+                type=int,
+                default=None,
+                help="with --engine ray: CPUs each actor reserves and its torch threads "
+                "(default 1)",
             ),
             arg("--trials", type=int, help="trials in total, counting a resumed sweep's"),
             arg("--timeout", type=float, help="seconds after which no new trial starts"),

@@ -11,10 +11,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import optuna
 from optuna.trial import TrialState
@@ -43,6 +44,9 @@ from tunefleet.search.liveness import StaleClock, fail_stale_trials, fail_trial
 from tunefleet.search.study import grid_size, make_storage, open_study
 from tunefleet.tracking.mlflow_sink import fail_fast_http
 
+if TYPE_CHECKING:
+    from tunefleet.platform.ray_engine import RayCluster
+
 #: Keys a resumed sweep may change: they set how much more to run, or how failures are
 #: handled, not what a trial is.
 RESUMABLE_KEYS = (
@@ -59,19 +63,70 @@ INTERRUPTED = 130
 
 
 @dataclass(frozen=True)
+class Placement:
+    """Where a sweep's workers run: ``local`` processes on this machine (the default), or
+    ``ray`` actors on a Ray cluster (``platform/ray_engine.py``)."""
+
+    engine: Literal["local", "ray"] = "local"
+    address: str | None = None
+    """Ray only: ``auto``, ``ray://HOST:10001`` or a GCS address; None starts a local cluster."""
+    gpus_per_trial: int | None = None
+    cpus_per_trial: int | None = None
+    """Ray only: CPUs an actor reserves (and its torch threads) where trials get no GPU."""
+
+
+class WorkerProcess(Protocol):
+    """What ``watch`` needs of a worker: a ``subprocess.Popen``, or a Ray actor's handle."""
+
+    @property
+    def returncode(self) -> int | Any: ...
+
+    def poll(self) -> int | None: ...
+
+    def terminate(self) -> None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+@dataclass(frozen=True)
 class Slot:
-    """What one worker process gets: a GPU, or a share of the CPU threads."""
+    """What one worker process gets: its GPUs, or a share of the CPU threads."""
 
     index: int
     env: dict[str, str]
     threads: int | None
 
 
-def plan_slots(workers: int) -> list[Slot]:
-    gpus = _gpu_count()
-    if gpus:
-        return [Slot(i, {"CUDA_VISIBLE_DEVICES": str(i % gpus)}, None) for i in range(workers)]
-    threads = max(1, (os.cpu_count() or 1) // workers)
+def plan_slots(
+    workers: int,
+    *,
+    gpus_per_trial: int | None = None,
+    devices: Sequence[str] | None = None,
+    cpus: int | None = None,
+) -> list[Slot]:
+    """Each local worker's slot.
+
+    Args:
+        workers: How many workers.
+        gpus_per_trial: Disjoint sets of this many devices, one per worker; more workers than
+            sets is refused. None: one device per worker, shared round-robin (the default).
+        devices: The visible devices (default: ``CUDA_VISIBLE_DEVICES``, else every GPU
+            ``nvidia-smi`` lists).
+        cpus: CPU cores to split between workers without GPUs (default: ``os.cpu_count()``).
+
+    Raises:
+        TunefleetError: ``--gpus-per-trial`` without GPUs, or more workers than GPU slots.
+    """
+    visible = list(devices) if devices is not None else _visible_devices()
+    if gpus_per_trial is not None:
+        return _gpu_slots(workers, gpus_per_trial, visible)
+    if visible:
+        # The device's own id: CUDA_VISIBLE_DEVICES=2,3 must give workers "2" and "3", not 0 and 1.
+        return [
+            Slot(i, {"CUDA_VISIBLE_DEVICES": visible[i % len(visible)]}, None)
+            for i in range(workers)
+        ]
+    threads = max(1, (cpus or os.cpu_count() or 1) // workers)
     env = {
         "CUDA_VISIBLE_DEVICES": "",
         "OMP_NUM_THREADS": str(threads),
@@ -80,10 +135,40 @@ def plan_slots(workers: int) -> list[Slot]:
     return [Slot(i, env, threads) for i in range(workers)]
 
 
-def _gpu_count() -> int:
+def _gpu_slots(workers: int, per_trial: int, visible: list[str]) -> list[Slot]:
+    if per_trial < 1:
+        raise TunefleetError(f"--gpus-per-trial must be at least 1, got {per_trial}")
+    if not visible:
+        raise TunefleetError(
+            f"--gpus-per-trial {per_trial}: no GPU is visible (CUDA_VISIBLE_DEVICES is empty "
+            "or nvidia-smi lists none); leave the flag out to train on the CPU"
+        )
+    slots = len(visible) // per_trial
+    if workers > slots:
+        raise TunefleetError(
+            f"--workers {workers} with --gpus-per-trial {per_trial} needs "
+            f"{workers * per_trial} GPUs; {len(visible)} visible ({','.join(visible)}) give "
+            f"{slots} slot(s): use --workers {max(slots, 1)} or a smaller --gpus-per-trial"
+        )
+    return [
+        Slot(
+            i,
+            {"CUDA_VISIBLE_DEVICES": ",".join(visible[i * per_trial : (i + 1) * per_trial])},
+            None,
+        )
+        for i in range(workers)
+    ]
+
+
+def _visible_devices() -> list[str]:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
-        return len([d for d in visible.split(",") if d.strip()])
+        return [d.strip() for d in visible.split(",") if d.strip()]
+    return [str(i) for i in range(_gpu_count())]
+
+
+def _gpu_count() -> int:
+    """GPUs ``nvidia-smi`` lists (0 where it is missing)."""
     try:
         out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
@@ -232,12 +317,13 @@ def start_workers(
     workers: int,
     deadline: float | None,
     secrets: dict[str, Any] | None = None,
+    gpus_per_trial: int | None = None,
 ) -> list[subprocess.Popen[bytes]]:
     """``secrets`` (dotted path -> real value) travel in the environment: the store has them
     redacted, and a command line is visible to every user of the host (``ps``)."""
     return [
         start_worker(slot, name, layout, db_url, deadline=deadline, secrets=secrets)
-        for slot in plan_slots(workers)
+        for slot in plan_slots(workers, gpus_per_trial=gpus_per_trial)
     ]
 
 
@@ -273,25 +359,44 @@ def start_worker(
 
 @dataclass
 class Fleet:
+    """A sweep's running workers, whatever placed them. Ray's actors recover on their own: the
+    engine restarts a lost actor, and polling its handle (``RayWorker.poll``) re-queues the
+    trial it held, so a Ray fleet needs no more than this."""
+
+    config: SweepConfig
+    store: Store
+    study: optuna.Study
+    procs: Sequence[WorkerProcess]
+
+    def running(self) -> bool:
+        # Every worker polled each round (no short-circuit): a Ray worker's poll also handles
+        # a lost actor.
+        return any([p.poll() is None for p in self.procs])
+
+    def check(self) -> None:
+        """Recover from dead workers; the engine's own business by default."""
+
+    def terminate(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+
+
+@dataclass
+class LocalFleet(Fleet):
     """The local engine's worker processes, one per slot, and what the launcher does when one
     dies: its trial is re-queued at once (the process check; no waiting for a stale
     heartbeat), and a slot whose worker exited is started again while a retry waits for a
     worker and the budget has a free slot."""
 
-    config: SweepConfig
+    procs: list[subprocess.Popen[bytes]]
     layout: Layout
     db_url: str
-    store: Store
-    study: optuna.Study
     slots: list[Slot]
-    procs: list[subprocess.Popen[bytes]]
     deadline: float | None = None
     secrets: dict[str, Any] | None = None
     _seen_dead: set[int] = field(default_factory=set)
     _restarts: int = 0
-
-    def running(self) -> bool:
-        return any(p.poll() is None for p in self.procs)
 
     def check(self) -> None:
         dead = {p.pid for p in self.procs if p.poll() is not None} - self._seen_dead
@@ -444,32 +549,97 @@ def print_summary(config: SweepConfig, info: dict[str, Any], *, wall_s: float) -
         print(f"  {line}")
 
 
-def run_sweep(config: SweepConfig, *, layout: Layout, db_url: str, workers: int) -> int:
+def run_sweep(
+    config: SweepConfig,
+    *,
+    layout: Layout,
+    db_url: str,
+    workers: int,
+    placement: Placement = Placement(),
+) -> int:
     quiet_libraries()
     install_log_redaction(secret_values(config) | url_passwords(db_url))
     started = time.time()
-    store = prepare_sweep(config, layout, db_url)
-    deadline = started + config.search.timeout if config.search.timeout else None
-    study = retrying_study(store, config, db_url, layout=layout)
-    total = budget(config)
-    print(
-        f"sweep {config.name}: {total} trials, {workers} worker(s), "
-        f"store {redact_url(db_url)}, out {layout.out}",
-        flush=True,
+    # Ray's refusals (a multi-node cluster on SQLite, an unshared --out) come before anything.
+    cluster = _connect(placement, layout, db_url, workers)
+    try:
+        store = prepare_sweep(config, layout, db_url)
+        deadline = started + config.search.timeout if config.search.timeout else None
+        study = retrying_study(store, config, db_url, layout=layout)
+        total = budget(config)
+        print(
+            f"sweep {config.name}: {total} trials, {workers} worker(s) on {placement.engine}, "
+            f"store {redact_url(db_url)}, out {layout.out}",
+            flush=True,
+        )
+        ray_line = cluster.dashboard_line() if cluster is not None else None
+        if ray_line:
+            print(f"  {ray_line}", flush=True)
+        parent_run_id = store.get_sweep(config.name).mlflow_parent_run_id
+        with _ParentRunEnd(config, layout, parent_run_id) as end:
+            fleet = _start(
+                cluster, config, store, study, layout, db_url, workers, deadline, placement
+            )
+            code = watch(fleet, total) or (0 if store_has_complete(study) else 1)
+            end.status = "FINISHED" if code == 0 else "KILLED" if code == INTERRUPTED else "FAILED"
+    finally:
+        if cluster is not None:
+            cluster.shutdown()
+    info = summary(config, store, layout, db_url)
+    if ray_line:
+        info["dashboards"].append(ray_line)
+    print_summary(config, info, wall_s=time.time() - started)
+    store.dispose()
+    return code
+
+
+def _connect(placement: Placement, layout: Layout, db_url: str, workers: int) -> RayCluster | None:
+    if placement.engine != "ray":
+        if placement.gpus_per_trial is not None:
+            plan_slots(workers, gpus_per_trial=placement.gpus_per_trial)  # refused before any trial
+        return None
+    from tunefleet.platform.ray_engine import connect
+
+    return connect(
+        placement.address,
+        layout=layout,
+        db_url=db_url,
+        gpus_per_trial=placement.gpus_per_trial,
+        workers=workers,
     )
-    with _ParentRunEnd(config, layout, store.get_sweep(config.name).mlflow_parent_run_id) as end:
-        secrets = secret_params(config)
-        slots = plan_slots(workers)
+
+
+def _start(
+    cluster: RayCluster | None,
+    config: SweepConfig,
+    store: Store,
+    study: optuna.Study,
+    layout: Layout,
+    db_url: str,
+    workers: int,
+    deadline: float | None,
+    placement: Placement,
+) -> Fleet:
+    secrets = secret_params(config)
+    if cluster is None:
+        slots = plan_slots(workers, gpus_per_trial=placement.gpus_per_trial)
         procs = [
             start_worker(slot, config.name, layout, db_url, deadline=deadline, secrets=secrets)
             for slot in slots
         ]
-        fleet = Fleet(config, layout, db_url, store, study, slots, procs, deadline, secrets)
-        code = watch(fleet, total) or (0 if store_has_complete(study) else 1)
-        end.status = "FINISHED" if code == 0 else "KILLED" if code == INTERRUPTED else "FAILED"
-    print_summary(config, summary(config, store, layout, db_url), wall_s=time.time() - started)
-    store.dispose()
-    return code
+        return LocalFleet(config, store, study, procs, layout, db_url, slots, deadline, secrets)
+    from tunefleet.platform.ray_engine import ActorSpec, start_actors
+
+    spec = ActorSpec(
+        name=config.name,
+        layout=layout,
+        db_url=db_url,
+        deadline=deadline,
+        secrets=secrets,
+        gpus_per_trial=placement.gpus_per_trial,
+        cpus_per_trial=placement.cpus_per_trial,
+    )
+    return Fleet(config, store, study, start_actors(cluster, spec, workers=workers))
 
 
 class _ParentRunEnd:

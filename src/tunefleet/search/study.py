@@ -133,6 +133,13 @@ def _chosen_experimental() -> Iterator[None]:
         yield
 
 
+STORAGE_POOL: Mapping[str, int] = {"pool_size": 1, "max_overflow": 2}
+"""Connections Optuna's storage may hold on a server database: the worker's thread, its
+heartbeat thread and its stale-trial clock. With the store's pool
+(``platform.store.engine.SERVER_POOL``, at most 3) a worker holds at most 6 connections to
+PostgreSQL (its default limit is 100: optuna#1347)."""
+
+
 StaleCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 """What to do with a trial found stale (``search.liveness``): re-queue it or fail it for good."""
 
@@ -150,7 +157,7 @@ def make_storage(
     if url.startswith("sqlite"):
         engine_kwargs["connect_args"] = {"timeout": 60}
     else:
-        engine_kwargs["pool_pre_ping"] = True
+        engine_kwargs.update(pool_pre_ping=True, **STORAGE_POOL)
     with _chosen_experimental():
         return RDBStorage(
             url,

@@ -24,6 +24,12 @@ T = TypeVar("T")
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 
 SQLITE_BUSY_TIMEOUT_S = 60.0
+
+#: Connections one process's store engine may hold on a server database: one kept open, two
+#: more while threads overlap (the trial, its telemetry sink, the spool replay). With Optuna's
+#: storage (``search.study.STORAGE_POOL``) a worker holds at most 5, so 16 workers and the
+#: launcher stay under PostgreSQL's default ``max_connections`` of 100 (optuna#1347).
+SERVER_POOL: dict[str, int] = {"pool_size": 1, "max_overflow": 2}
 LOCKED_RETRY_DEADLINE_S = 60.0
 
 _LOCKED_MESSAGES = ("database is locked", "database table is locked", "database is busy")
@@ -61,7 +67,9 @@ def create_store_engine(url: str) -> Engine:
         engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
         event.listen(engine, "connect", _sqlite_on_connect)
         return engine
-    return create_engine(parsed, pool_pre_ping=True)
+    # SQLite keeps SQLAlchemy's default pool: a file has no connection limit, and a bounded pool
+    # would time out (30 s) while a connection waits out the 60 s busy timeout.
+    return create_engine(parsed, pool_pre_ping=True, **SERVER_POOL)
 
 
 def _sqlite_on_connect(dbapi_connection: Any, connection_record: Any) -> None:

@@ -1,0 +1,185 @@
+"""How a sweep scales with workers, and what ``--engine ray`` costs against ``--engine local``.
+
+Real data and model: the packaged MiniLM-L6 (full fine-tuning) on the first ``--rows`` Yelp
+sentences of the demo, short trials (``--epochs``), trackers off (this measures placement and the
+worker loop, not telemetry: benchmarks/telemetry.py does that).
+
+1. ``workers``: trials per hour with 2 workers against 1, each worker at ``--threads`` torch
+   threads, so a trial gets the same compute on both sides. The sweep is prepared once per side
+   (study, store, budget), then ``tunefleet worker`` processes run it; timed from starting the
+   workers to the last one exiting (worker start-up included: a real sweep pays it too).
+2. ``engines``: the same sweep through ``tunefleet sweep --workers 2`` with ``--engine local`` and
+   with ``--engine ray --cpus-per-trial 1`` (a Ray cluster started on this machine by the
+   launcher, as a user without a cluster gets it), wall time of the whole command each.
+
+    python benchmarks/scaling.py [--rows 200] [--epochs 1] [--trials 6] [--threads 1]
+        [--parts workers,engines]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "examples" / "data" / "yelp.csv"
+TUNEFLEET = [sys.executable, "-m", "tunefleet"]
+ENV = {
+    **os.environ,
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "WANDB_MODE": "offline",
+    "HF_HUB_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
+}
+
+
+def sweep_config(args: argparse.Namespace, folder: Path, name: str) -> Path:
+    rows = DATA.read_text(encoding="utf-8").splitlines(keepends=True)
+    data = folder / "rows.csv"
+    data.write_text("".join(rows[: args.rows + 1]), encoding="utf-8")
+    config: dict[str, Any] = {
+        "name": name,
+        "model": {"name_or_path": "minilm"},
+        "data": {"train": str(data), "eval_fraction": 0.2, "max_length": 32},
+        "train": {"method": "full", "epochs": args.epochs, "batch_size": 16},
+        "search": {
+            "trials": args.trials,
+            "sampler": "random",
+            "pruner": "none",
+            "space": {"train.learning_rate": {"low": 2e-5, "high": 1e-4, "log": True}},
+        },
+        "tracking": {"mlflow": {"enabled": False}, "wandb": {"enabled": False}},
+    }
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def prepared(config_file: Path, out: Path) -> str:
+    """The sweep's study, store record and budget, as ``tunefleet sweep`` makes them."""
+    from tunefleet.config import load_config
+    from tunefleet.platform.launcher import prepare_sweep
+    from tunefleet.platform.layout import Layout
+
+    layout = Layout.at(out)
+    prepare_sweep(load_config(config_file), layout, layout.db_url).dispose()
+    return layout.db_url
+
+
+@dataclass(frozen=True)
+class Side:
+    wall: float
+    done: int
+    trial_s: float
+    """Median seconds of one trial (its training path, as the store records it)."""
+    load: str
+
+
+def workers_side(args: argparse.Namespace, folder: Path, workers: int) -> Side:
+    """Seconds from starting ``workers`` workers to the last one exiting; trials complete."""
+    import optuna
+
+    from tunefleet.platform.store import Store
+
+    name = f"w{workers}"
+    config_file = sweep_config(args, folder, name)
+    out = folder / f"out-{name}"
+    db = prepared(config_file, out)
+    threads = str(args.threads)
+    started = time.perf_counter()
+    procs = [
+        subprocess.Popen(
+            [
+                *TUNEFLEET,
+                "worker",
+                name,
+                "--out",
+                str(out),
+                "--index",
+                f"{i}",
+                "--threads",
+                threads,
+            ],
+            env={**ENV, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": threads},
+            stdout=subprocess.DEVNULL,
+        )
+        for i in range(workers)
+    ]
+    codes = [p.wait() for p in procs]
+    wall = time.perf_counter() - started
+    assert codes == [0] * workers, codes
+    study = optuna.load_study(study_name=name, storage=db)
+    done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    store = Store(db)
+    seconds = [r.seconds for r in store.trials(name) if r.seconds is not None]
+    store.dispose()
+    return Side(wall, done, statistics.median(seconds), load())
+
+
+def engine_side(args: argparse.Namespace, folder: Path, engine: str) -> float:
+    name = f"e{engine}"
+    config_file = sweep_config(args, folder, name)
+    command = [*TUNEFLEET, "sweep", str(config_file), "--out", str(folder / f"out-{name}")]
+    command += ["--workers", "2", "--engine", engine]
+    if engine == "ray":
+        command += ["--cpus-per-trial", "1"]
+    started = time.perf_counter()
+    result = subprocess.run(command, env=ENV, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return wall
+
+
+def load() -> str:
+    """The machine's load averages: on a shared machine the other work is part of the figure."""
+    one, five, _ = os.getloadavg()
+    return f"(load average 1 min {one:.1f}, 5 min {five:.1f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--rows", type=int, default=200)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--trials", type=int, default=6)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--parts", default="workers,engines")
+    args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    print(
+        f"minilm, {args.rows} rows, {args.epochs} epoch(s), {args.trials} trials per sweep, "
+        f"{os.cpu_count()} cores"
+    )
+    begun = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="tf-scaling-") as tmp:
+        folder = Path(tmp)
+        if "workers" in parts:
+            one = workers_side(args, folder, 1)
+            two = workers_side(args, folder, 2)
+            for count, side in ((1, one), (2, two)):
+                print(
+                    f"{count} worker(s) x {args.threads} thread(s): {side.done} trials in "
+                    f"{side.wall:.1f} s, median trial {side.trial_s:.1f} s {side.load}"
+                )
+            rate1, rate2 = one.done / one.wall * 3600, two.done / two.wall * 3600
+            print(f"trials/hour: {rate1:.0f} -> {rate2:.0f}, ratio {rate2 / rate1:.2f}x")
+        if "engines" in parts:
+            local = engine_side(args, folder, "local")
+            ray = engine_side(args, folder, "ray")
+            print(f"sweep --workers 2: local {local:.1f} s, ray {ray:.1f} s {load()}")
+            print(f"ray / local wall time: {ray / local:.2f}x")
+    print(f"benchmark took {time.perf_counter() - begun:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
