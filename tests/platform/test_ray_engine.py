@@ -30,19 +30,21 @@ from tunefleet.platform.store import Store
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def ray_token(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Token authentication (Ray 2.59+ turns it on for new local clusters) with a token of the
-    test's own, in the environment the launcher inherits: nothing is written to ~/.ray."""
+@pytest.fixture(scope="module")
+def ray_token() -> Iterator[str]:
+    """Token authentication (Ray 2.59+ turns it on for new local clusters) with a token of this
+    module's own, in the environment the launcher inherits: nothing is written to ~/.ray. One
+    token for every cluster of the module: Ray's token loader keeps the first token it read in
+    this process (the one that starts the clusters' nodes), so a second token would not match."""
     token = uuid.uuid4().hex
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")
-    monkeypatch.setenv("RAY_AUTH_TOKEN", token)
-    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    # Ray reads RAY_* once into a cached config; this process starts the cluster's nodes.
-    RayConfig.initialize("")
-    yield token
-    monkeypatch.undo()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_AUTH_MODE", "token")
+        patch.setenv("RAY_AUTH_TOKEN", token)
+        patch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+        patch.delenv("RAY_ADDRESS", raising=False)
+        # Ray reads RAY_* once into a cached config.
+        RayConfig.initialize("")
+        yield token
     RayConfig.initialize("")
 
 

@@ -133,11 +133,12 @@ def _chosen_experimental() -> Iterator[None]:
         yield
 
 
-STORAGE_POOL: Mapping[str, int] = {"pool_size": 1, "max_overflow": 2}
-"""Connections Optuna's storage may hold on a server database: the worker's thread, its
-heartbeat thread and its stale-trial clock. With the store's pool
-(``platform.store.engine.SERVER_POOL``, at most 3) a worker holds at most 6 connections to
-PostgreSQL (its default limit is 100: optuna#1347)."""
+STORAGE_POOL: Mapping[str, int] = {"pool_size": 1, "max_overflow": 1}
+"""Connections Optuna's storage may hold on a server database. Three threads use it (the
+worker's, its heartbeat and its stale-trial clock), each for short transactions, so a third
+waits for a connection rather than opening one. With the store's pool
+(``platform.store.engine.SERVER_POOL``, at most 3) a worker holds at most 5 connections to
+PostgreSQL, 16 workers and the launcher under its default limit of 100 (optuna#1347)."""
 
 
 StaleCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]

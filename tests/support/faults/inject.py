@@ -13,8 +13,10 @@ FOLDER = Path(__file__).parent
 
 
 def fault_env(fault: str) -> dict[str, str]:
-    """The environment of a sweep whose workers suffer ``fault``."""
-    path = os.pathsep.join([str(FOLDER), os.environ.get("PYTHONPATH", "")])
+    """The environment of a sweep whose workers suffer ``fault``: this folder first (its
+    ``sitecustomize``), then ``tests/`` (which that imports ``support`` from: pytest puts it on
+    its own ``sys.path`` only, not on a child's)."""
+    path = os.pathsep.join([str(FOLDER), str(FOLDER.parents[1]), os.environ.get("PYTHONPATH", "")])
     return {"PYTHONPATH": path, "TUNEFLEET_TEST_FAULT": fault}
 
 
