@@ -25,10 +25,11 @@ from support.configs import write_config
 from support.faults.inject import fault_env
 from support.postgres import fresh_database
 from support.waiting import wait_for
+from support.wandb_offline import history, offline_runs, run_info
 from tunefleet.platform.layout import Layout
 from tunefleet.platform.retries import Retries, attempt_of, failure_stop, halved_batch
 from tunefleet.platform.store import Store, TrialRecord
-from tunefleet.trainers.resume import has_resumable
+from tunefleet.trainers.resume import has_resumable, resumable_step
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -133,13 +134,22 @@ def test_max_failures_names_the_most_frequent_reason(tmp_path: Path) -> None:
 # Real sweeps, real signals
 
 
-def sweep_config(tmp_path: Path, model: Path, data: Path, name: str, **search: object) -> Path:
-    """One trial of several evaluations, a few seconds long on the tiny BERT."""
+def sweep_config(
+    tmp_path: Path, model: Path, data: Path, name: str, *, tracked: bool = False, **search: object
+) -> Path:
+    """One trial of several evaluations, a few seconds long on the tiny BERT; ``tracked``: with
+    MLflow (sqlite) and W&B (offline)."""
     config = {
         "name": name,
         "model": {"name_or_path": str(model)},
         "data": {"train": str(data), "max_length": 32},
-        "train": {"method": "full", "epochs": 5, "batch_size": 16, "seed": 3},
+        "train": {
+            "method": "full",
+            "epochs": 5,
+            "batch_size": 16,
+            "seed": 3,
+            "logging_steps": 1,
+        },
         "search": {
             "trials": 1,
             "sampler": "random",
@@ -147,7 +157,7 @@ def sweep_config(tmp_path: Path, model: Path, data: Path, name: str, **search: o
             "space": {"train.learning_rate": {"low": 1e-4, "high": 1e-3, "log": True}},
             **search,
         },
-        "tracking": {"mlflow": {"enabled": False}, "wandb": {"enabled": False}},
+        "tracking": {"mlflow": {"enabled": tracked}, "wandb": {"enabled": tracked}},
     }
     return write_config(tmp_path, config, name=name)
 
@@ -184,17 +194,29 @@ def start_sweep(
     )
 
 
-def worker_after_first_evaluation(out: Path, db: str, name: str) -> int:
-    """The pid of the worker running trial 0, once it has written its first resumable state."""
+def worker_after_first_evaluation(out: Path, db: str, name: str, *, past: bool = False) -> int:
+    """The pid of the worker running trial 0, once it has written its first resumable state;
+    ``past``: and its trackers have steps after that state (which its retry will redo)."""
     resume = Layout.at(out).resume_dir(name, 0)
     wait_for(lambda: has_resumable(resume), timeout_s=300, what="the first resumable state")
     store = Store(db)
     try:
+        if past:
+            wait_for(
+                lambda: _live_step(store, name) > (resumable_step(resume) or 0),
+                timeout_s=300,
+                what="steps delivered after the first resumable state",
+            )
         record = store.trial(name, 0)
     finally:
         store.dispose()
     assert record is not None and record.pid is not None
     return record.pid
+
+
+def _live_step(store: Store, name: str) -> int:
+    record = store.trial(name, 0)
+    return int((record.live or {}).get("step", 0)) if record else 0
 
 
 def finish(proc: subprocess.Popen[str], out: Path, db: str, name: str) -> Swept:
@@ -246,18 +268,62 @@ def assert_resumed_like_uninterrupted(swept: Swept, reason: str, reference: Tria
         store.dispose()
 
 
+def assert_one_run_each_step_once(swept: Swept) -> None:
+    """The retry continued the dead attempt's MLflow child run and W&B run: one run of each for
+    the logical trial, FINISHED, every metric's steps each once and running to the end."""
+    from mlflow.tracking import MlflowClient
+
+    records = swept.records()
+    assert records[0].mlflow_run_id == records[1].mlflow_run_id is not None
+    assert records[0].wandb_run_id == records[1].wandb_run_id is not None
+    client = MlflowClient(tracking_uri=f"sqlite:///{swept.out / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(swept.name)
+    assert experiment is not None
+    runs = client.search_runs(
+        [experiment.experiment_id], filter_string="tags.`tunefleet.role` = 'trial'"
+    )
+    assert [r.info.run_id for r in runs] == [records[0].mlflow_run_id]
+    [run] = runs
+    assert run.info.status == "FINISHED" and run.data.tags["tunefleet.attempt"] == "2"
+    evaluations = sorted(h["step"] for h in records[1].history if "eval_accuracy" in h)
+    assert len(evaluations) == 5  # one per epoch, the dead attempt's included
+    for key in ("loss", "eval_accuracy", "learning_rate"):
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+        assert len(steps) == len(set(steps)), (key, sorted(steps))
+    eval_steps = [m.step for m in client.get_metric_history(run.info.run_id, "eval_accuracy")]
+    assert sorted(eval_steps) == evaluations
+    # W&B: every offline folder of the sweep (the dead attempt's, the replay's, the retry's)
+    # belongs to one run id, and no key holds a step twice across them.
+    # (A killed attempt's folder may hold no run record yet: its id is in its file name.)
+    paths = offline_runs(swept.out / "wandb")
+    assert {path.stem.removeprefix("run-") for path in paths} == {records[0].wandb_run_id}
+    assert run_info(paths[-1])["name"] == "trial-0"
+    seen: dict[str, list[int]] = {}
+    for path in paths:
+        for key, points in history(path).items():
+            seen.setdefault(key, []).extend(step for step, _ in points)
+    assert seen["loss"] and seen["eval_accuracy"]
+    for key in ("loss", "eval_accuracy"):
+        assert len(seen[key]) == len(set(seen[key])), (key, sorted(seen[key]))
+
+
 @pytest.mark.slow
 def test_kill_9_of_a_worker_mid_trial_retries_it_resumed(
     db_url: str, tmp_path: Path, tiny_model: Path, sentiment_csv: Path, uninterrupted: TrialRecord
 ) -> None:
     out = tmp_path / "runs"
-    proc = start_sweep(sweep_config(tmp_path, tiny_model, sentiment_csv, "survive"), out, db_url)
+    config = sweep_config(tmp_path, tiny_model, sentiment_csv, "survive", tracked=True)
+    proc = start_sweep(config, out, db_url)
     try:
-        os.kill(worker_after_first_evaluation(out, db_url, "survive"), signal.SIGKILL)
+        os.kill(worker_after_first_evaluation(out, db_url, "survive", past=True), signal.SIGKILL)
     finally:
         swept = finish(proc, out, db_url, "survive")
     assert "trial 0: its worker died; re-queued" in swept.output
     assert_resumed_like_uninterrupted(swept, "interrupted", uninterrupted)
+    # The retry redid steps its dead attempt had logged, and logged none of them again.
+    retry = swept.study().trials[1].user_attrs
+    assert retry["tracking"]["logged_through"] > retry["resumed_from_step"]
+    assert_one_run_each_step_once(swept)
 
 
 @pytest.mark.slow
@@ -265,7 +331,8 @@ def test_sigterm_saves_requeues_and_exits_0(
     tmp_path: Path, tiny_model: Path, sentiment_csv: Path, uninterrupted: TrialRecord
 ) -> None:
     out, db = tmp_path / "runs", f"sqlite:///{tmp_path / 'term.db'}"
-    proc = start_sweep(sweep_config(tmp_path, tiny_model, sentiment_csv, "survive"), out, db)
+    config = sweep_config(tmp_path, tiny_model, sentiment_csv, "survive", tracked=True)
+    proc = start_sweep(config, out, db)
     try:
         pid = worker_after_first_evaluation(out, db, "survive")
         os.kill(pid, signal.SIGTERM)
@@ -273,6 +340,7 @@ def test_sigterm_saves_requeues_and_exits_0(
         swept = finish(proc, out, db, "survive")
     assert f"worker {pid} exited (0)" in swept.output
     assert_resumed_like_uninterrupted(swept, "interrupted", uninterrupted)
+    assert_one_run_each_step_once(swept)
 
 
 @pytest.mark.slow

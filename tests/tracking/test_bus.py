@@ -148,3 +148,30 @@ def test_a_dead_sink_keeps_a_bounded_backlog_and_counts_what_is_spooled(tmp_path
         bus.emit(points)
     assert bus.close(status="FINISHED", timeout_s=1.0) == {"mlflow": 601}  # counted in the file
     assert bus.fell_behind["mlflow"] == 1
+
+
+def test_a_retry_drops_the_steps_its_dead_attempt_logged_and_keeps_the_rest(
+    tmp_path: Path,
+) -> None:
+    """A retry redoes steps 6..9 after resuming at 5; its dead attempt logged through 9."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spool = tmp_path / "retry.spool"
+    sink = mlflow_sink(uri, tmp_path)
+    bus = TelemetryBus(
+        SpoolWriter(spool, {"run": {}, "sinks": {}}),
+        [sink],
+        Cursors(sibling(spool, ".cursors.json")),
+        interval_s=0.05,
+        logged_through=9,
+    )
+    for points in steps(15)[6:]:
+        bus.emit(points)
+    assert bus.close(status="FINISHED", timeout_s=60) == {"mlflow": 0}
+    client = MlflowClient(tracking_uri=uri)
+    assert sink.run_id is not None
+    assert [m.step for m in client.get_metric_history(sink.run_id, "loss")] == list(range(10, 15))
+    # Only the steps after 9 were spooled, and the end of the run was kept.
+    spooled = [item.event for item in read_items(spool)]
+    assert {e.step for e in spooled if isinstance(e, Point)} == set(range(10, 15))
+    assert spooled[-1] == End("FINISHED")
+    assert client.get_run(sink.run_id).info.status == "FINISHED"

@@ -17,7 +17,7 @@ import socket
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -100,6 +100,8 @@ class RunTracking:
     spool: Path
     wait_s: float
     sinks: dict[str, Sink]
+    header: Mapping[str, Any] = field(default_factory=dict)
+    """The spool's header: who the run is, and its sinks."""
 
     def report_best(
         self, *, trial: int, value: float, params: Mapping[str, Any], complete: int
@@ -134,6 +136,22 @@ class RunTracking:
         return {name: sink.run_id for name, sink in self.sinks.items() if sink.run_id}
 
 
+@dataclass(frozen=True)
+class Attempted:
+    """Which attempt of which logical trial a run is; for a retry, the identity of the runs its
+    dead attempts started, which it continues."""
+
+    logical: int
+    attempt: int = 1
+    spool_id: str | None = None
+    """The logical trial's spool id: MLflow's run is found by it."""
+    run_ids: Mapping[str, str] = field(default_factory=dict)
+    """Sink name -> run id, for sinks that name their run up front (W&B)."""
+    logged_through: int | None = None
+    """The last training step the dead attempts logged: the retry's events up to it are
+    dropped, since it redoes those steps."""
+
+
 def start_trial_tracking(
     config: SweepConfig,
     layout: Layout,
@@ -144,8 +162,11 @@ def start_trial_tracking(
     worker: int,
     db_url: str | None,
     store: Any = None,
+    attempted: Attempted | None = None,
 ) -> RunTracking:
-    """A sweep trial's telemetry: MLflow child run, W&B run, the store's live summary."""
+    """A sweep trial's telemetry: MLflow child run, W&B run, the store's live summary. A retry
+    (``attempted`` with its dead attempt's spool) continues the logical trial's runs: it keeps
+    their ids and name, and drops the events of the steps the dead attempt logged already."""
     setup = _setup(
         config,
         layout,
@@ -154,9 +175,39 @@ def start_trial_tracking(
         store=store,
         db_url=db_url,
     )
-    header = _header(setup, _run_info(config, trial=trial, worker=worker, run_name=""))
+    attempted = attempted or Attempted(trial)
+    name = f"trial-{attempted.logical}" if attempted.attempt > 1 else ""
+    info = _run_info(config, trial=trial, worker=worker, run_name=name)
+    header = _continued(_header(setup, replace(info, attempt=attempted.attempt)), attempted)
     spool = new_spool_path(layout.spool_dir(config.name), f"trial-{trial}")
-    return _start(config, layout, header, spool, store=store, console=False)
+    return _start(
+        config,
+        layout,
+        header,
+        spool,
+        store=store,
+        console=False,
+        logged_through=attempted.logged_through,
+    )
+
+
+def run_identity(header: Mapping[str, Any]) -> dict[str, Any]:
+    """What a retry needs to continue this run: its spool id and the sinks' own run ids."""
+    run_ids = {n: spec["run_id"] for n, spec in header["sinks"].items() if "run_id" in spec}
+    return {"spool_id": header["spool_id"], "run_ids": run_ids}
+
+
+def _continued(header: dict[str, Any], attempted: Attempted) -> dict[str, Any]:
+    """A retry's header keeps its dead attempts' run identity."""
+    if attempted.spool_id is None:
+        return header
+    sinks = {
+        name: {**spec, "run_id": attempted.run_ids[name]}
+        if "run_id" in spec and name in attempted.run_ids
+        else spec
+        for name, spec in header["sinks"].items()
+    }
+    return {**header, "spool_id": attempted.spool_id, "sinks": sinks}
 
 
 def start_single_tracking(config: SweepConfig, layout: Layout, *, run_name: str) -> RunTracking:
@@ -207,6 +258,7 @@ def _header(setup: RunSetup, info: RunInfo) -> dict[str, Any]:
             "params": info.params,
             "tags": info.tags,
             "run_name": info.run_name,
+            "attempt": info.attempt,
         },
         "sinks": describe_sinks(setup),
     }
@@ -220,6 +272,7 @@ def _start(
     *,
     store: Any,
     console: bool,
+    logged_through: int | None = None,
 ) -> RunTracking:
     fail_fast_http()
     known = {mlflow_tracking_uri(layout, config)}
@@ -228,11 +281,11 @@ def _start(
     sinks = build_sinks(header, spool, cursors, known_uris=known, store=store)
     if console:
         sinks["console"] = ConsoleSink(sys.stdout)
-    bus = TelemetryBus(writer, list(sinks.values()), cursors)
+    bus = TelemetryBus(writer, list(sinks.values()), cursors, logged_through=logged_through)
     callback = TrackingCallback(bus, report_file=EVALUATION)
     every = config.tracking.system_every_s
     monitor = None
     if every > 0:
         monitor = SystemMonitor(emit=bus.emit, every_s=every, step=lambda: callback.step)
         monitor.start()
-    return RunTracking(bus, callback, monitor, spool, config.tracking.sink_wait_s, sinks)
+    return RunTracking(bus, callback, monitor, spool, config.tracking.sink_wait_s, sinks, header)

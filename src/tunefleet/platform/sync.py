@@ -3,13 +3,15 @@ killed) is sent again from the sink's cursor, by ``tunefleet sync`` and at every
 
 A spool is replayed only under its lock: a live writer holds it, so a running trial is never
 touched, and a killed writer's lock is released by the OS. A spool whose writer died without
-an end event gets one (FAILED), so its runs are closed too.
+an end event gets one (FAILED), so its runs are closed too; unless a retry takes it over
+(``hand_over``): then it ends CONTINUED, and the retry's own spool continues its runs.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any
 
 import tunefleet.platform.store_sink  # noqa: F401 - registers the "store" sink spools name
 from tunefleet.platform.layout import Layout
-from tunefleet.tracking.events import End
+from tunefleet.tracking.events import CONTINUED, End, training_step
 from tunefleet.tracking.sinks import batches, build_sinks, deliver
 from tunefleet.tracking.spool import (
     SUFFIX,
@@ -79,18 +81,71 @@ def sync_spool(path: Path, *, known_uris: Collection[str | None], store: Any) ->
     return result
 
 
+@dataclass(frozen=True)
+class HandOver:
+    """What a retry takes over from its dead attempt's spool."""
+
+    header: dict[str, Any]
+    """The dead attempt's header: the runs' identity (spool id, each sink's run id)."""
+    logged_through: int | None
+    """The last training step the dead attempt spooled (so, at most, delivered)."""
+    replayed: SpoolSync
+
+
+def hand_over(
+    path: Path, *, known_uris: Collection[str | None], store: Any, wait_s: float = 10.0
+) -> HandOver:
+    """Replay a dead attempt's spool before its retry starts, leaving its runs open for the
+    retry. A spool still locked after ``wait_s`` (its worker was taken for dead but lives on,
+    or a replay holds it) is read as it stands; its writer or ``tunefleet sync`` delivers the
+    rest."""
+    result = SpoolSync(path)
+    lock = _acquire(path, wait_s)
+    if lock is None:
+        result.skipped = "in use by a live process"
+    else:
+        try:
+            _replay(path, result, known_uris=known_uris, store=store, end=CONTINUED)
+        finally:
+            lock.release()
+    return HandOver(read_header(path), last_step(path), result)
+
+
+def _acquire(path: Path, wait_s: float) -> SpoolLock | None:
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return SpoolLock(sibling(path, ".lock")).acquire()
+        except SpoolLocked:
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.2)
+
+
+def last_step(path: Path) -> int | None:
+    """The last training step a spool holds an event for; None: none."""
+    steps = [training_step(item.event) for item in read_items(path)]
+    return max((s for s in steps if s is not None), default=None)
+
+
 def _replay(
-    path: Path, result: SpoolSync, *, known_uris: Collection[str | None], store: Any
+    path: Path,
+    result: SpoolSync,
+    *,
+    known_uris: Collection[str | None],
+    store: Any,
+    end: str = "FAILED",
 ) -> None:
     header = read_header(path)
     cursors = Cursors(sibling(path, ".cursors.json"))
     size = path.stat().st_size
     if all(cursors.offset(name) == size for name in header["sinks"]):
         result.sent = {name: 0 for name in header["sinks"]}
+        _record_run_ids(header, cursors, store)  # a killed writer could not
         return  # every sink has everything: the usual case, decided without reading the file
     everything = list(read_items(path))
     if not any(isinstance(item.event, End) for item in everything):
-        append_end(path, "FAILED")  # its writer died: no one else will end its runs
+        append_end(path, end)  # its writer died: no one else will end its runs
         everything = list(read_items(path))
     sinks = build_sinks(header, path, cursors, known_uris=known_uris, store=store)
     for sink_name in header["sinks"]:

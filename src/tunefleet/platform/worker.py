@@ -37,9 +37,14 @@ from tunefleet.platform.retries import (
     halved_batch,
     last_line,
 )
-from tunefleet.platform.run_tracking import RunTracking, start_trial_tracking
+from tunefleet.platform.run_tracking import (
+    Attempted,
+    RunTracking,
+    run_identity,
+    start_trial_tracking,
+)
 from tunefleet.platform.store import Store
-from tunefleet.platform.sync import replay_in_background
+from tunefleet.platform.sync import hand_over, replay_in_background
 from tunefleet.redaction import install_log_redaction, redact_text, secret_values, url_passwords
 from tunefleet.search.liveness import StaleClock, frozen_trial, heartbeat, taken_over
 from tunefleet.search.space import suggest_params
@@ -302,6 +307,15 @@ def prepare(sweep: _Sweep, trial: optuna.Trial) -> _Trial | str:
         worker=sweep.options.index,
         db_url=sweep.options.db_url,
         store=sweep.store,
+        attempted=_take_over(sweep, trial, config, attempt),
+    )
+    trial.set_user_attr(
+        "tracking",
+        {
+            "spool": tracking.spool.name,
+            **run_identity(tracking.header),
+            "logged_through": tracking.bus.logged_through,
+        },
     )
     # Host and pid are recorded by start_trial already.
     wandb_run_id = tracking.run_ids().get("wandb")
@@ -315,6 +329,33 @@ def prepare(sweep: _Sweep, trial: optuna.Trial) -> _Trial | str:
         wandb_run_id=wandb_run_id,
     )
     return _Trial(trial, params, config, tracking, attempt)
+
+
+def _take_over(
+    sweep: _Sweep, trial: optuna.Trial, config: SweepConfig, attempt: Attempt
+) -> Attempted:
+    """A retry continues its dead attempt's runs: the dead attempt's spool (its name carried in
+    the ``tracking`` user attr) is replayed first, and the retry keeps the runs' ids and skips
+    the steps already logged. A spool not on this machine (an ``--out`` not shared) cannot be
+    replayed here, but the runs' identity still carries over."""
+    dead = trial.user_attrs.get("tracking")
+    if attempt.attempt == 1 or not isinstance(dead, dict):
+        return Attempted(attempt.logical, attempt.attempt)
+    logged = dead.get("logged_through")
+    spool = sweep.options.layout.spool_dir(sweep.name) / str(dead["spool"])
+    if spool.is_file():
+        uris = {mlflow_tracking_uri(sweep.options.layout, config)}
+        handed = hand_over(spool, known_uris=uris, store=sweep.store)
+        logged = max((s for s in (logged, handed.logged_through) if s is not None), default=None)
+    else:
+        log.warning("trial %d: the dead attempt's spool %s is not here", trial.number, spool)
+    return Attempted(
+        attempt.logical,
+        attempt.attempt,
+        spool_id=dead["spool_id"],
+        run_ids=dead["run_ids"],
+        logged_through=logged,
+    )
 
 
 def train(sweep: _Sweep, asked: _Trial) -> TrialOutcome:

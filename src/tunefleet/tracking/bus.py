@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 
-from tunefleet.tracking.events import End, Event
+from tunefleet.tracking.events import End, Event, training_step
 from tunefleet.tracking.sinks import MAX_BATCH, Sink, deliver
 from tunefleet.tracking.spool import Cursors, Item, SpoolWriter, read_items
 
@@ -51,6 +51,12 @@ class TelemetryBus:
     A sink's backlog is held in memory up to ``max_backlog`` events; a sink that falls further
     behind (a tracker down for hours) drops it and reads from the spool file from its cursor
     instead, until it has caught up: memory stays bounded however long the outage.
+
+    A retry that continues a dead attempt's runs passes ``logged_through``, the last training
+    step the dead attempts logged: it redoes the steps after its resumable state, and their
+    events are dropped here, so each step reaches the trackers once. A batch is handed to a sink
+    only once its lines are in the spool file (flushed to the OS), so a killed attempt's spool
+    holds everything its trackers got, and ``logged_through`` read from it is never short.
     """
 
     def __init__(
@@ -61,8 +67,10 @@ class TelemetryBus:
         *,
         interval_s: float = 0.5,
         max_backlog: int = MAX_BACKLOG,
+        logged_through: int | None = None,
     ) -> None:
         self.spool, self.sinks, self.cursors = spool, list(sinks), cursors
+        self.logged_through = logged_through
         self.interval_s, self.max_backlog = interval_s, max_backlog
         self._behind: set[str] = set()
         """Sinks reading from the spool file rather than from memory."""
@@ -83,11 +91,17 @@ class TelemetryBus:
         self._thread.start()
 
     def emit(self, events: Sequence[Event]) -> None:
+        if self.logged_through is not None:
+            events = [e for e in events if not self._logged_already(e)]
         if events:
             # Spool order and delivery order must agree (a cursor is a file offset), and the
             # system monitor emits from its own thread.
             with self._emit_lock:
                 self._queue.put(self.spool.write(events))
+
+    def _logged_already(self, event: Event) -> bool:
+        step = training_step(event)
+        return step is not None and self.logged_through is not None and step <= self.logged_through
 
     def flush(self) -> None:
         """Make everything emitted so far survive this process being killed (an OS-level flush,
@@ -165,6 +179,8 @@ class TelemetryBus:
         )
 
     def _deliver(self) -> None:
+        if any(self._backlog.values()):
+            self.spool.flush()  # nothing reaches a tracker before it is in the file
         for sink in self.sinks:
             if sink.name in self._behind:
                 self._catch_up(sink)

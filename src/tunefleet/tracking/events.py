@@ -14,6 +14,10 @@ from typing import Any
 
 TERMINAL_STATES = ("FINISHED", "FAILED", "KILLED")
 """MLflow's run statuses for a run that ended (a pruned trial ends KILLED)."""
+CONTINUED = "CONTINUED"
+"""A dead attempt's spool, handed over to the retry that continues its runs: the trackers' runs
+stay open (the retry ends them)."""
+END_STATES = (*TERMINAL_STATES, CONTINUED)
 
 
 @dataclass(frozen=True)
@@ -63,16 +67,23 @@ class BestSoFar:
 
 @dataclass(frozen=True)
 class End:
-    """The trial ended; ``status`` is one of :data:`TERMINAL_STATES`."""
+    """The attempt ended; ``status`` is one of :data:`END_STATES`."""
 
     status: str
 
     def __post_init__(self) -> None:
-        if self.status not in TERMINAL_STATES:
-            raise ValueError(f"status must be one of {TERMINAL_STATES}, got {self.status!r}")
+        if self.status not in END_STATES:
+            raise ValueError(f"status must be one of {END_STATES}, got {self.status!r}")
 
 
 Event = Point | Evaluation | Checkpoint | BestSoFar | End
+
+
+def training_step(event: Event) -> int | None:
+    """The training step an event belongs to; None for a sweep-level or closing event."""
+    if isinstance(event, Point | Evaluation | Checkpoint):
+        return event.step
+    return None
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,8 @@ class RunInfo:
     """Worker, host and pid: where the trial ran."""
     run_name: str = ""
     """The run's display name in the trackers; ``trial-N`` when empty."""
+    attempt: int = 1
+    """2, 3, ...: a retry, continuing the runs its dead attempts started."""
 
     @property
     def name(self) -> str:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from tunefleet.redaction import redact_url
 from tunefleet.tracking.events import (
+    CONTINUED,
     TERMINAL_STATES,
     BestSoFar,
     Checkpoint,
@@ -126,6 +127,17 @@ def start_child_run(
     return str(run.info.run_id)
 
 
+def continue_child_run(client: MlflowClient, run_id: str, *, info: RunInfo) -> None:
+    """A retry continues the logical trial's run (found by the spool id it inherits): running
+    again, and tagged with the attempt and where it runs now."""
+    from mlflow.entities import RunTag
+
+    client.update_run(run_id, status="RUNNING")
+    tags = {"tunefleet.attempt": str(info.attempt), "tunefleet.attempt_trial": str(info.trial)}
+    tags.update(info.tags)
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+
 class MlflowSink:
     """A trial's events to its MLflow run, created lazily on the bus thread (a tracker that is
     down at trial start must not hold the trial up).
@@ -163,6 +175,8 @@ class MlflowSink:
                 info=self.info,
                 spool_id=self.spool_id,
             )
+            if self.info.attempt > 1:
+                continue_child_run(self.client, self.run_id, info=self.info)
         return self.run_id
 
     def state(self) -> dict[str, Any]:
@@ -197,7 +211,7 @@ class MlflowSink:
             self.client.set_tag(run_id, "tunefleet.checkpoint", event.path)
         elif isinstance(event, BestSoFar):
             self._best_so_far(event)
-        elif isinstance(event, End):
+        elif isinstance(event, End) and event.status != CONTINUED:
             self.client.set_terminated(run_id, status=event.status)
 
     def _best_so_far(self, event: BestSoFar) -> None:

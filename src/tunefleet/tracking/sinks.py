@@ -178,6 +178,7 @@ def build_sinks(
         params=run["params"],
         tags=run["tags"],
         run_name=run["run_name"],
+        attempt=int(run.get("attempt", 1)),  # spools written before retries carried one
     )
     kinds = _registered()
     sinks: dict[str, Sink] = {}

@@ -55,7 +55,8 @@ class WandbSink:
         self.info, self.run_id = info, run_id
         self.project, self.entity, self.mode, self.directory = project, entity, mode, directory
         self.artifacts = artifacts
-        self._resume = bool(state.get("started"))
+        # A retry continues the run its dead attempt started (same id).
+        self._resume = bool(state.get("started")) or info.attempt > 1
         self._step = int(state.get("step", 0))
         self._run: Any = None
 
