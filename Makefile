@@ -33,9 +33,12 @@ dev: $(VENV)/.installed-dev
 sweep: install
 	$(BIN)/tunefleet sweep examples/sentiment.yaml --out $(OUT)
 
-## The whole suite, slow tests included (CI runs exactly this).
+## The whole suite, slow tests included (CI runs exactly this), in TEST_WORKERS processes: most
+## end-to-end tests wait on subprocesses and servers, so two share CI's two cores well. A test
+## file stays in one process (module fixtures such as the Ray cluster are built once).
+TEST_WORKERS ?= 2
 test: dev
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: dev
 	$(BIN)/ruff check src tests benchmarks

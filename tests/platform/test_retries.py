@@ -7,8 +7,11 @@ lives) or sent SIGTERM: the trial is retried with the same params from its resum
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
+import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -334,13 +337,27 @@ def test_sigterm_saves_requeues_and_exits_0(
     config = sweep_config(tmp_path, tiny_model, sentiment_csv, "survive", tracked=True)
     proc = start_sweep(config, out, db)
     try:
-        pid = worker_after_first_evaluation(out, db, "survive")
+        pid = worker_after_first_evaluation(out, db, "survive", past=True)
+        status = run_cli("status", "survive", "--out", str(out), "--db", db, "--json")
         os.kill(pid, signal.SIGTERM)
     finally:
         swept = finish(proc, out, db, "survive")
     assert f"worker {pid} exited (0)" in swept.output
     assert_resumed_like_uninterrupted(swept, "interrupted", uninterrupted)
     assert_one_run_each_step_once(swept)
+    # Seen while it ran: where, how far of how many steps, and when it would end.
+    shown = json.loads(status.stdout)
+    progress = shown["trials"][0]["progress"]
+    assert (progress["host"], progress["worker"], progress["total"]) == (
+        socket.gethostname(),
+        "0",
+        40,  # 5 epochs of 8 steps
+    )
+    assert 0 < progress["step"] < 40 and progress["eta_s"] >= 0
+    assert shown["eta_s"] >= progress["eta_s"]
+    # The sweep's own progress line names the running trial (the retry by its attempt).
+    assert re.search(r"running 1 .*\| trial 0 · ", swept.output), swept.output
+    assert re.search(r"running 1 .*\| trial 1 \(attempt 2\) · ", swept.output), swept.output
 
 
 @pytest.mark.slow

@@ -171,10 +171,13 @@ def test_status_json(swept: dict[str, Any]) -> None:
         "reason",
         "reason_detail",
         "requeued",
+        "progress",
     }
     assert all(set(t) == keys for t in status["trials"])
     assert all((t["attempt"], t["reason"]) == (1, None) for t in status["trials"])
-    assert all(t["live"] is None for t in status["trials"])  # only running trials have one
+    # Only running trials have a live summary and progress; a finished sweep has no ETA.
+    assert all(t["live"] is None and t["progress"] is None for t in status["trials"])
+    assert (status["budget"], status["eta_s"]) == (3, None)
     best = max(status["trials"], key=lambda t: t["value"])
     assert status["best"]["value"] == best["value"]
     assert set(status["best"]) == {"number", "value", "params", "checkpoint"}

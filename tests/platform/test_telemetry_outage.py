@@ -28,7 +28,14 @@ from tunefleet.platform.layout import Layout
 from tunefleet.platform.store import Store
 from tunefleet.platform.worker import WorkerOptions, run_worker
 from tunefleet.tracking.events import End, Point
-from tunefleet.tracking.spool import Cursors, read_header, read_items, sibling
+from tunefleet.tracking.spool import (
+    Cursors,
+    SpoolLock,
+    SpoolLocked,
+    read_header,
+    read_items,
+    sibling,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -176,6 +183,14 @@ def _value(path: Path, key: str, step: int) -> float:
     return value
 
 
+def _lock_free(spool: Path) -> bool:
+    try:
+        SpoolLock(sibling(spool, ".lock")).acquire().release()
+    except SpoolLocked:
+        return False
+    return True
+
+
 def test_a_killed_worker_leaves_a_spool_that_replays(
     tmp_path: Path, tiny_model: Path, sentiment_csv: Path
 ) -> None:
@@ -201,7 +216,10 @@ def test_a_killed_worker_leaves_a_spool_that_replays(
     assert any(key == "eval_accuracy" for key, _, _ in survived)  # flushed at the evaluation
     assert not any(isinstance(i.event, End) for i in read_items(spool))
 
-    # The next worker to start replays it (this one finds the budget spent and stops).
+    # The next worker to start replays it (this one finds the budget spent and stops), once the
+    # killed worker is gone: the OS releases its lock as the process finishes dying, which on a
+    # loaded machine can take a moment after the launcher's own exit.
+    wait_for(lambda: _lock_free(spool), what="the killed worker to release the spool's lock")
     worker = run_cli("worker", "killed", "--out", str(out))
     assert worker.returncode == 0, worker.stdout + worker.stderr
     assert spooled_points(spool) == survived  # the replay added no point, only the end

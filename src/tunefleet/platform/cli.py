@@ -271,6 +271,7 @@ def _sync_line(result: SpoolSync) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from tunefleet.platform.progress import duration
     from tunefleet.platform.status import open_view, status_json, table
 
     store = _existing_store(args)
@@ -282,7 +283,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     counts: dict[str, int] = {}
     for trial in info["trials"]:
         counts[trial["state"]] = counts.get(trial["state"], 0) + 1
-    print(f"sweep {args.name}: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())))
+    line = f"sweep {args.name}: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
+    if info["eta_s"] is not None:
+        line += f"; budget {info['budget']}, ETA {duration(info['eta_s'])}"
+    print(line)
     print(table(view))
     return 0
 

@@ -24,6 +24,7 @@ from tunefleet.config import SweepConfig, flatten
 from tunefleet.errors import ConfigError, TunefleetError
 from tunefleet.platform.checks import check_sweep
 from tunefleet.platform.layout import Layout, mlflow_tracking_uri
+from tunefleet.platform.progress import sweep_progress
 from tunefleet.platform.quiet import quiet_libraries
 from tunefleet.platform.retries import Retries, failure_stop
 from tunefleet.platform.run_tracking import (
@@ -468,11 +469,24 @@ def progress_line(study: optuna.Study, budget: int, started: float) -> str:
     return line
 
 
+PROGRESS_EVERY_S = 5.0
+"""How often the progress line is printed again while only the running trials' steps move."""
+
+
+def live_progress(fleet: Fleet, budget: int) -> str:
+    """The running trials' steps and ETAs and the sweep's ETA (``platform.progress``)."""
+    records = {r.number: r for r in fleet.store.trials(fleet.config.name)}
+    trials = fleet.study.get_trials(deepcopy=False)
+    return sweep_progress(trials, records, budget=budget, workers=len(fleet.procs)).line()
+
+
 def watch(fleet: Fleet, budget: int) -> int:
-    """Print a progress line whenever it changes until every worker exits; their worst code.
-    Meanwhile: dead workers' trials are re-queued (``Fleet.check``), and stale trials are
-    looked for every ``search.heartbeat_s`` (``StaleClock``), even while no worker asks."""
-    started, last = time.time(), ""
+    """Print a progress line whenever a trial changes state, and every ``PROGRESS_EVERY_S``
+    while running trials move (their step, ETA and the sweep's), until every worker exits;
+    their worst code. Meanwhile: dead workers' trials are re-queued (``Fleet.check``), and
+    stale trials are looked for every ``search.heartbeat_s`` (``StaleClock``), even while no
+    worker asks."""
+    started, last, printed = time.time(), ("", ""), 0.0
     study = fleet.study
     try:
         with StaleClock(study):
@@ -481,9 +495,11 @@ def watch(fleet: Fleet, budget: int) -> int:
                 if not fleet.running():
                     break
                 line = progress_line(study, budget, started)
-                if line.split("]", 1)[1] != last:
-                    print(line, flush=True)
-                    last = line.split("]", 1)[1]
+                now = (line.split("]", 1)[1], live_progress(fleet, budget))
+                moved = now[1] != last[1] and time.time() - printed >= PROGRESS_EVERY_S
+                if now[0] != last[0] or moved:
+                    print(line + now[1], flush=True)
+                    last, printed = now, time.time()
                 time.sleep(2)
     except KeyboardInterrupt:
         fleet.terminate()

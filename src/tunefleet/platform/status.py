@@ -12,6 +12,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tunefleet.config import SweepConfig
 from tunefleet.errors import NotFoundError
+from tunefleet.platform.progress import Running, SweepProgress, duration, sweep_progress
 from tunefleet.platform.store import Store, TrialRecord
 from tunefleet.search.study import make_storage
 
@@ -21,6 +22,7 @@ class SweepView:
     config: SweepConfig
     study: optuna.Study
     records: dict[int, TrialRecord]
+    budget: int
 
     @property
     def trials(self) -> list[FrozenTrial]:
@@ -38,11 +40,22 @@ def open_view(store: Store, name: str, db_url: str) -> SweepView:
     except KeyError:
         raise NotFoundError(f"no Optuna study named {name!r} in {db_url}") from None
     return SweepView(
-        SweepConfig.model_validate(sweep.config), study, {r.number: r for r in store.trials(name)}
+        SweepConfig.model_validate(sweep.config),
+        study,
+        {r.number: r for r in store.trials(name)},
+        sweep.budget,
     )
 
 
-def trial_json(view: SweepView, trial: FrozenTrial) -> dict[str, Any]:
+def progress(view: SweepView) -> SweepProgress:
+    """The running trials' progress; the sweep's ETA over as many workers as trials run now."""
+    running = sum(t.state == TrialState.RUNNING for t in view.trials)
+    return sweep_progress(view.trials, view.records, budget=view.budget, workers=running)
+
+
+def trial_json(
+    view: SweepView, trial: FrozenTrial, running: Running | None = None
+) -> dict[str, Any]:
     record = view.records.get(trial.number)
     seconds = record.seconds if record and record.seconds is not None else _duration(trial)
     return {
@@ -60,6 +73,15 @@ def trial_json(view: SweepView, trial: FrozenTrial) -> dict[str, Any]:
         "reason": record.reason if record else None,
         "reason_detail": record.reason_detail if record else None,
         "requeued": record.requeued if record else False,
+        "progress": None
+        if running is None
+        else {
+            "worker": running.worker,
+            "host": running.host,
+            "step": running.step,
+            "total": running.total,
+            "eta_s": running.eta_s,
+        },
     }
 
 
@@ -80,9 +102,13 @@ def _duration(trial: FrozenTrial) -> float | None:
 def status_json(view: SweepView) -> dict[str, Any]:
     best = view.best()
     record = view.records.get(best.number) if best else None
+    now = progress(view)
+    runs = {r.number: r for r in now.runs}
     return {
         "name": view.config.name,
-        "trials": [trial_json(view, t) for t in view.trials],
+        "budget": view.budget,
+        "eta_s": now.eta_s,
+        "trials": [trial_json(view, t, runs.get(t.number)) for t in view.trials],
         "best": None
         if best is None
         else {
@@ -113,7 +139,10 @@ def table(view: SweepView) -> str:
         {k for r in view.records.values() for k in r.params}
         | {k for t in view.trials for k in t.params}
     )
+    runs = {r.number: r for r in progress(view).runs}
     header = ["trial", "state", metric, "test_accuracy", "seconds", "attempt", "reason", *params]
+    if runs:
+        header.insert(2, "progress")
     rows = [header]
     for trial in sorted_trials(view):
         record = view.records.get(trial.number)
@@ -131,11 +160,25 @@ def table(view: SweepView) -> str:
                 *(_fmt(values.get(p)) for p in params),
             ]
         )
+        if runs:
+            rows[-1].insert(2, _progress_cell(runs.get(trial.number)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in rows
     )
+
+
+def _progress_cell(run: Running | None) -> str:
+    """``40/120 ETA 1m20s w1@node-a`` for a running trial."""
+    if run is None:
+        return "-"
+    if run.total is None:
+        return "starting"
+    cell = f"{run.step}/{run.total}"
+    if run.eta_s is not None:
+        cell += f" ETA {duration(run.eta_s)}"
+    return f"{cell} w{run.worker}@{run.host}"
 
 
 def _attempt_cell(record: TrialRecord | None) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from tunefleet.tracking.bus import TelemetryBus
-from tunefleet.tracking.events import Checkpoint, Evaluation, Event, Point
+from tunefleet.tracking.events import Checkpoint, Evaluation, Event, Point, Progress
 
 STEP_KEYS = ("loss", "learning_rate", "grad_norm", "epoch")
 GROUP_PREFIX = "grad_norm/"
@@ -45,6 +45,13 @@ class TrackingCallback(TrainerCallback):
         self.bus, self.report_file = bus, report_file
         self.step = 0
         self.seconds: list[float] = []
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        # After a resume, global_step is the resumed one already: progress counts from there.
+        self.step = state.global_step
+        self.bus.emit([Progress(state.global_step, state.max_steps)])
 
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any

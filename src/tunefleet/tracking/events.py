@@ -66,6 +66,16 @@ class BestSoFar:
 
 
 @dataclass(frozen=True)
+class Progress:
+    """Training (re)started at ``step`` of ``total`` optimizer steps: with the points' steps and
+    times that follow, how far a running trial is and when it will end."""
+
+    step: int
+    total: int
+    timestamp_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+
+
+@dataclass(frozen=True)
 class End:
     """The attempt ended; ``status`` is one of :data:`END_STATES`."""
 
@@ -76,7 +86,7 @@ class End:
             raise ValueError(f"status must be one of {END_STATES}, got {self.status!r}")
 
 
-Event = Point | Evaluation | Checkpoint | BestSoFar | End
+Event = Point | Evaluation | Checkpoint | BestSoFar | Progress | End
 
 
 def training_step(event: Event) -> int | None:
@@ -119,6 +129,8 @@ def encode_event(event: Event) -> dict[str, Any]:
         return {"e": "evaluation", "step": event.step, "report": dict(event.report)}
     if isinstance(event, Checkpoint):
         return {"e": "checkpoint", "step": event.step, "value": event.value, "path": event.path}
+    if isinstance(event, Progress):
+        return {"e": "progress", "step": event.step, "total": event.total, "t": event.timestamp_ms}
     if isinstance(event, BestSoFar):
         return {
             "e": "best",
@@ -150,6 +162,8 @@ def decode_line(record: Mapping[str, Any]) -> list[Event]:
                 int(record["t"]),
             )
         ]
+    if kind == "progress":
+        return [Progress(int(record["step"]), int(record["total"]), int(record["t"]))]
     if kind == "end":
         return [End(str(record["status"]))]
     raise ValueError(f"unknown spool event {kind!r}")
