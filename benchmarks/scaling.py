@@ -11,9 +11,15 @@ worker loop, not telemetry: benchmarks/telemetry.py does that).
 2. ``engines``: the same sweep through ``tunefleet sweep --workers 2`` with ``--engine local`` and
    with ``--engine ray --cpus-per-trial 1`` (a Ray cluster started on this machine by the
    launcher, as a user without a cluster gets it), wall time of the whole command each.
+3. ``kill``: one trial of ``--kill-epochs`` epochs (an evaluation, so a resumable state, per
+   epoch; a point per step), its worker sent SIGKILL ``--kill-after`` steps after its first
+   resumable state. Reported: the steps its retry redid (the dead attempt's last logged step
+   minus the step it resumed from) and the seconds from the kill to the retry's first new step
+   (the launcher noticing, a new worker starting, the model and the state loading). The retry's
+   final value is checked against the same trial run uninterrupted.
 
     python benchmarks/scaling.py [--rows 200] [--epochs 1] [--trials 6] [--threads 1]
-        [--parts workers,engines]
+        [--parts workers,engines,kill] [--kill-epochs 3] [--kill-after 3]
 """
 
 from __future__ import annotations
@@ -44,7 +50,14 @@ ENV = {
 }
 
 
-def sweep_config(args: argparse.Namespace, folder: Path, name: str) -> Path:
+def sweep_config(
+    args: argparse.Namespace,
+    folder: Path,
+    name: str,
+    *,
+    trials: int | None = None,
+    epochs: int | None = None,
+) -> Path:
     rows = DATA.read_text(encoding="utf-8").splitlines(keepends=True)
     data = folder / "rows.csv"
     data.write_text("".join(rows[: args.rows + 1]), encoding="utf-8")
@@ -52,9 +65,14 @@ def sweep_config(args: argparse.Namespace, folder: Path, name: str) -> Path:
         "name": name,
         "model": {"name_or_path": "minilm"},
         "data": {"train": str(data), "eval_fraction": 0.2, "max_length": 32},
-        "train": {"method": "full", "epochs": args.epochs, "batch_size": 16},
+        "train": {
+            "method": "full",
+            "epochs": epochs or args.epochs,
+            "batch_size": 16,
+            "logging_steps": 1,
+        },
         "search": {
-            "trials": args.trials,
+            "trials": trials or args.trials,
             "sampler": "random",
             "pruner": "none",
             "space": {"train.learning_rate": {"low": 2e-5, "high": 1e-4, "log": True}},
@@ -141,6 +159,87 @@ def engine_side(args: argparse.Namespace, folder: Path, engine: str) -> float:
     return wall
 
 
+@dataclass(frozen=True)
+class Kill:
+    redone: int
+    """Steps the retry trained again: the dead attempt's last logged step - the resumed step."""
+    to_first_step: float
+    """Seconds from the SIGKILL to the retry's first new step."""
+    resumed_from: int
+    total: int
+    retry_value: float
+    uninterrupted_value: float
+
+
+def kill_side(args: argparse.Namespace, folder: Path) -> Kill:
+    """A 1-trial sweep whose worker is killed mid-trial, against the same sweep uninterrupted."""
+    import optuna
+
+    from tunefleet.platform.layout import Layout
+    from tunefleet.trainers.resume import resumable_step
+
+    values = {}
+    for name in ("plain", "killed"):
+        config = sweep_config(args, folder, name, trials=1, epochs=args.kill_epochs)
+        out = folder / f"out-{name}"
+        command = [*TUNEFLEET, "sweep", str(config), "--out", str(out), "--workers", "1"]
+        proc = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, text=True)
+        if name == "killed":
+            killed_at = _kill_mid_trial(out, name, args.kill_after, resumable_step)
+        output, _ = proc.communicate()
+        assert proc.returncode == 0, output[-3000:]
+        study = optuna.load_study(study_name=name, storage=Layout.at(out).db_url)
+        values[name] = study.best_value
+    retry = study.trials[1].user_attrs
+    first = _first_new_step(Layout.at(out).spool_dir(name) / retry["tracking"]["spool"])
+    return Kill(
+        redone=retry["tracking"]["logged_through"] - retry["resumed_from_step"],
+        to_first_step=first - killed_at,
+        resumed_from=retry["resumed_from_step"],
+        total=_total_steps(Layout.at(out).spool_dir(name) / retry["tracking"]["spool"]),
+        retry_value=values["killed"],
+        uninterrupted_value=values["plain"],
+    )
+
+
+def _kill_mid_trial(out: Path, name: str, after: int, resumable_step: Any) -> float:
+    """SIGKILL trial 0's worker ``after`` steps past its first resumable state; the time."""
+    from tunefleet.platform.layout import Layout
+    from tunefleet.platform.store import Store
+
+    layout = Layout.at(out)
+    resume = layout.resume_dir(name, 0)
+    while resumable_step(resume) is None:
+        time.sleep(0.05)
+    saved = resumable_step(resume)
+    store = Store(layout.db_url)
+    try:
+        while True:
+            record = store.trial(name, 0)
+            if record and record.live and int(record.live["step"]) >= saved + after:
+                os.kill(int(record.pid or 0), 9)
+                return time.time()
+            time.sleep(0.05)
+    finally:
+        store.dispose()
+
+
+def _first_new_step(spool: Path) -> float:
+    """When the retry logged its first step (its spool holds only steps it had not logged)."""
+    from tunefleet.tracking.events import Point
+    from tunefleet.tracking.spool import read_items
+
+    stamps = [i.event.timestamp_ms for i in read_items(spool) if isinstance(i.event, Point)]
+    return min(stamps) / 1000
+
+
+def _total_steps(spool: Path) -> int:
+    from tunefleet.tracking.events import Progress
+    from tunefleet.tracking.spool import read_items
+
+    return next(i.event.total for i in read_items(spool) if isinstance(i.event, Progress))
+
+
 def load() -> str:
     """The machine's load averages: on a shared machine the other work is part of the figure."""
     one, five, _ = os.getloadavg()
@@ -153,7 +252,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--parts", default="workers,engines")
+    parser.add_argument("--parts", default="workers,engines,kill")
+    parser.add_argument("--kill-epochs", type=int, default=3)
+    parser.add_argument("--kill-after", type=int, default=3)
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     print(
@@ -178,6 +279,16 @@ def main() -> None:
             ray = engine_side(args, folder, "ray")
             print(f"sweep --workers 2: local {local:.1f} s, ray {ray:.1f} s {load()}")
             print(f"ray / local wall time: {ray / local:.2f}x")
+        if "kill" in parts:
+            kill = kill_side(args, folder)
+            print(
+                f"kill -9 mid-trial: resumed from step {kill.resumed_from} of {kill.total}, "
+                f"{kill.redone} step(s) redone, {kill.to_first_step:.1f} s from the kill to the "
+                f"retry's first new step {load()}"
+            )
+            same = "same" if kill.retry_value == kill.uninterrupted_value else "DIFFERENT"
+            values = f"{kill.retry_value:.4f}, uninterrupted {kill.uninterrupted_value:.4f}"
+            print(f"retry's value {values} ({same})")
     print(f"benchmark took {time.perf_counter() - begun:.0f} s")
 
 

@@ -126,7 +126,9 @@ class ConnectionPeak:
 
 @pytest.fixture
 def pg_url(postgres_url: str) -> Iterator[str]:
-    with fresh_database(postgres_url, "tf_many") as url:
+    # 16 workers and the launcher take up to 85 of PostgreSQL's 100 connections: no other
+    # test of the suite may hold a database on the server meanwhile.
+    with fresh_database(postgres_url, "tf_many", exclusive=True) as url:
         yield url
 
 

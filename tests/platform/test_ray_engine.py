@@ -17,6 +17,7 @@ from typing import Any
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 from ray import cluster_utils
 from ray._raylet import Config as RayConfig
@@ -24,8 +25,13 @@ from ray._raylet import Config as RayConfig
 from support.cli import TUNEFLEET, cli_env, run_cli
 from support.configs import write_config
 from support.postgres import fresh_database
+from support.trials import trial_request
 from support.waiting import wait_for
+from tunefleet.config import apply_params, load_config
+from tunefleet.platform.layout import Layout
 from tunefleet.platform.store import Store
+from tunefleet.trainers.resume import has_resumable
+from tunefleet.trainers.run import TrialOutcome, run_trial
 
 pytestmark = pytest.mark.slow
 
@@ -163,7 +169,7 @@ def test_a_node_lost_mid_trial_is_retried_resumed_and_the_actor_restarts(
         )
     try:
         [worker_node] = list(cluster.worker_nodes)
-        running_trial_on(pg_url, worker_node.node_id)
+        running_trial_on(pg_url, tmp_path / "runs", worker_node.node_id)
         cluster.remove_node(worker_node, allow_graceful=False)
         sweep.wait(timeout=600)
     finally:
@@ -191,10 +197,34 @@ def test_a_node_lost_mid_trial_is_retried_resumed_and_the_actor_restarts(
     # The lost actor came back on the node that is left (once the other actor freed its GPU).
     restarted = [who for who in incarnations(pg_url).values() if len(who) == 2]
     assert restarted and restarted[0][1]["node_id"] != worker_node.node_id, restarted
+    # And the resumed trial ended as the same trial run uninterrupted would have.
+    reference = uninterrupted(config, retry.params, tmp_path / "reference")
+    store = Store(pg_url)
+    try:
+        record = store.trial("onray", retry.number)
+    finally:
+        store.dispose()
+    assert record is not None and retry.value == reference.value
+    assert record.metrics["eval_accuracy"] == reference.metrics["eval_accuracy"]
+    assert record.metrics["eval_loss"] == pytest.approx(reference.metrics["eval_loss"], abs=1e-5)
 
 
-def running_trial_on(db: str, node_id: str) -> int:
-    """Waits until the actor on ``node_id`` has a trial past its first evaluation; its number."""
+def uninterrupted(config: Path, params: dict[str, Any], folder: Path) -> TrialOutcome:
+    """The trial with these params and the sweep's seed, never interrupted, on one thread as
+    each actor trains (``--cpus-per-trial 1``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = apply_params(load_config(config), params)
+        return run_trial(cfg, trial_request(folder, params=params))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def running_trial_on(db: str, out: Path, node_id: str) -> int:
+    """Waits until the actor on ``node_id`` has a trial past its first evaluation (its resumable
+    state written); its number."""
+    resume = Layout.at(out)
     found: list[int] = []
 
     def check() -> bool:
@@ -206,7 +236,8 @@ def running_trial_on(db: str, node_id: str) -> int:
         try:
             pids = {w["pid"] for who in seen.values() for w in who if w["node_id"] == node_id}
             for record in store.trials("onray"):
-                if record.state == "RUNNING" and record.pid in pids and record.live:
+                saved = has_resumable(resume.resume_dir("onray", record.number))
+                if record.state == "RUNNING" and record.pid in pids and saved:
                     found.append(record.number)
                     return True
         finally:

@@ -12,6 +12,8 @@ The server is, in this order:
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import shutil
 import tempfile
@@ -80,9 +82,32 @@ def throwaway_server() -> Iterator[str]:
 
 
 @contextmanager
-def fresh_database(server_url: str, prefix: str, *, password: str | None = None) -> Iterator[str]:
+def connection_share(server_url: str, *, exclusive: bool) -> Iterator[None]:
+    """A lock on the server's connections across the suite's processes (``make test`` runs
+    several): a test that needs nearly all of PostgreSQL's 100 connections (16 workers) holds
+    it ``exclusive``; every other database is made under a shared hold, so they never meet."""
+    key = hashlib.sha256(server_url.encode()).hexdigest()[:12]
+    path = Path(tempfile.gettempdir()) / f"tunefleet-tests-pg-{key}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+@contextmanager
+def fresh_database(
+    server_url: str, prefix: str, *, password: str | None = None, exclusive: bool = False
+) -> Iterator[str]:
     """Creates a database on the server at ``server_url``, yields its URL (with ``password``,
-    which trust auth ignores) and drops it afterwards."""
+    which trust auth ignores) and drops it afterwards; ``exclusive``: no other test of the suite
+    holds a database meanwhile (``connection_share``)."""
+    with connection_share(server_url, exclusive=exclusive):
+        yield from _fresh_database(server_url, prefix, password=password)
+
+
+def _fresh_database(server_url: str, prefix: str, *, password: str | None) -> Iterator[str]:
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     server = sa.make_url(server_url)
     admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import time
 from pathlib import Path
+from typing import Any
 
 from mlflow.tracking import MlflowClient
 
@@ -32,6 +33,17 @@ def mlflow_sink(uri: str, tmp_path: Path, spool_id: str = "s1") -> MlflowSink:
         spool_id=spool_id,
         artifacts=tmp_path / "artifacts",
         state={},
+    )
+
+
+def mlflow_bus(spool: Path, sink: MlflowSink, **options: Any) -> TelemetryBus:
+    """A bus writing ``spool`` and delivering to ``sink`` alone, polling quickly."""
+    return TelemetryBus(
+        SpoolWriter(spool, {"run": {}, "sinks": {}}),
+        [sink],
+        Cursors(sibling(spool, ".cursors.json")),
+        interval_s=0.05,
+        **options,
     )
 
 
@@ -117,13 +129,7 @@ def test_a_sink_too_far_behind_reads_the_spool_and_still_gets_each_point_once(
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spool = tmp_path / "t.spool"
     sink = mlflow_sink(uri, tmp_path)
-    bus = TelemetryBus(
-        SpoolWriter(spool, {"run": {}, "sinks": {}}),
-        [sink],
-        Cursors(sibling(spool, ".cursors.json")),
-        interval_s=0.05,
-        max_backlog=50,
-    )
+    bus = mlflow_bus(spool, sink, max_backlog=50)
     for points in steps(300):  # far faster than MLflow takes them: the backlog overflows
         bus.emit(points)
     assert bus.close(status="FINISHED", timeout_s=60) == {"mlflow": 0}
@@ -137,13 +143,8 @@ def test_a_sink_too_far_behind_reads_the_spool_and_still_gets_each_point_once(
 
 def test_a_dead_sink_keeps_a_bounded_backlog_and_counts_what_is_spooled(tmp_path: Path) -> None:
     spool = tmp_path / "t.spool"
-    bus = TelemetryBus(
-        SpoolWriter(spool, {"run": {}, "sinks": {}}),
-        [mlflow_sink(f"http://127.0.0.1:{free_port()}", tmp_path)],
-        Cursors(sibling(spool, ".cursors.json")),
-        interval_s=0.05,
-        max_backlog=50,
-    )
+    dead = mlflow_sink(f"http://127.0.0.1:{free_port()}", tmp_path)
+    bus = mlflow_bus(spool, dead, max_backlog=50)
     for points in steps(300):
         bus.emit(points)
     assert bus.close(status="FINISHED", timeout_s=1.0) == {"mlflow": 601}  # counted in the file
@@ -157,13 +158,7 @@ def test_a_retry_drops_the_steps_its_dead_attempt_logged_and_keeps_the_rest(
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spool = tmp_path / "retry.spool"
     sink = mlflow_sink(uri, tmp_path)
-    bus = TelemetryBus(
-        SpoolWriter(spool, {"run": {}, "sinks": {}}),
-        [sink],
-        Cursors(sibling(spool, ".cursors.json")),
-        interval_s=0.05,
-        logged_through=9,
-    )
+    bus = mlflow_bus(spool, sink, logged_through=9)
     for points in steps(15)[6:]:
         bus.emit(points)
     assert bus.close(status="FINISHED", timeout_s=60) == {"mlflow": 0}

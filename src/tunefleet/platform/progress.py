@@ -35,6 +35,11 @@ class Running:
     eta_s: float | None
     elapsed_s: float
 
+    def json(self) -> dict[str, Any]:
+        """What ``status --json`` shows of it."""
+        keys = ("worker", "host", "step", "total", "eta_s")
+        return {key: getattr(self, key) for key in keys}
+
     def cell(self) -> str:
         """``trial 3 · w1@node-a · 40/120 · ETA 1m20s`` (attempt shown from the second)."""
         parts = [f"trial {self.number}"]

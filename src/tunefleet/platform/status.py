@@ -73,15 +73,7 @@ def trial_json(
         "reason": record.reason if record else None,
         "reason_detail": record.reason_detail if record else None,
         "requeued": record.requeued if record else False,
-        "progress": None
-        if running is None
-        else {
-            "worker": running.worker,
-            "host": running.host,
-            "step": running.step,
-            "total": running.total,
-            "eta_s": running.eta_s,
-        },
+        "progress": None if running is None else running.json(),
     }
 
 
