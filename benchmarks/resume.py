@@ -118,8 +118,11 @@ def main() -> None:
     loaded = load()
     with tempfile.TemporaryDirectory() as tmp:
         config = config_for(args, sample_rows(args.rows, Path(tmp)))
-        # First-run costs of the process (imports, the model's first load) out of the timing.
-        plain(config_for(args, sample_rows(40, Path(tmp))), Path(tempfile.mkdtemp(dir=tmp)))
+        # First-run costs of the process (imports, the model's first load) out of the timing,
+        # on rows of its own (``sample_rows`` names its file: the same folder would overwrite
+        # the measured rows).
+        warm = Path(tempfile.mkdtemp(dir=tmp))
+        plain(config_for(args, sample_rows(40, warm)), warm)
         BLOCKED.clear()
         WRITES.clear()
         times = interleave(

@@ -8,9 +8,11 @@ worker loop, not telemetry: benchmarks/telemetry.py does that).
    threads, so a trial gets the same compute on both sides. The sweep is prepared once per side
    (study, store, budget), then ``tunefleet worker`` processes run it; timed from starting the
    workers to the last one exiting (worker start-up included: a real sweep pays it too).
-2. ``engines``: the same sweep through ``tunefleet sweep --workers 2`` with ``--engine local`` and
+2. ``engines``: the same sweep through ``tunefleet sweep --workers 2`` with ``--engine local``,
    with ``--engine ray --cpus-per-trial 1`` (a Ray cluster started on this machine by the
-   launcher, as a user without a cluster gets it), wall time of the whole command each.
+   launcher, as a user without a cluster gets it), and the same on a one-node cluster started
+   beforehand (``ray start --head``, passed as ``--address``: a user's running cluster); wall
+   time of the whole command each.
 3. ``kill``: one trial of ``--kill-epochs`` epochs (an evaluation, so a resumable state, per
    epoch; a point per step), its worker sent SIGKILL ``--kill-after`` steps after its first
    resumable state. Reported: the steps its retry redid (the dead attempt's last logged step
@@ -26,11 +28,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,13 +150,17 @@ def workers_side(args: argparse.Namespace, folder: Path, workers: int) -> Side:
     return Side(wall, done, statistics.median(seconds), load())
 
 
-def engine_side(args: argparse.Namespace, folder: Path, engine: str) -> float:
-    name = f"e{engine}"
+def engine_side(
+    args: argparse.Namespace, folder: Path, engine: str, address: str | None = None
+) -> float:
+    name = f"e{engine}{'-cluster' if address else ''}"
     config_file = sweep_config(args, folder, name)
     command = [*TUNEFLEET, "sweep", str(config_file), "--out", str(folder / f"out-{name}")]
     command += ["--workers", "2", "--engine", engine]
     if engine == "ray":
         command += ["--cpus-per-trial", "1"]
+    if address:
+        command += ["--address", address]
     started = time.perf_counter()
     result = subprocess.run(command, env=ENV, capture_output=True, text=True)
     wall = time.perf_counter() - started
@@ -240,6 +249,30 @@ def _total_steps(spool: Path) -> int:
     return next(i.event.total for i in read_items(spool) if isinstance(i.event, Progress))
 
 
+@contextmanager
+def ray_cluster(folder: Path) -> Iterator[str]:
+    """A one-node Ray cluster started before the timing, as a user's cluster would be."""
+    port = str(free_port())
+    ray = [str(Path(sys.executable).with_name("ray"))]
+    started = subprocess.run(
+        [*ray, "start", "--head", "--port", port, "--num-cpus", "2", "--include-dashboard=false"],
+        env={**ENV, "RAY_TMPDIR": str(folder / "ray")},
+        capture_output=True,
+        text=True,
+    )
+    assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([*ray, "stop", "--force"], env=ENV, capture_output=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def load() -> str:
     """The machine's load averages: on a shared machine the other work is part of the figure."""
     one, five, _ = os.getloadavg()
@@ -277,8 +310,16 @@ def main() -> None:
         if "engines" in parts:
             local = engine_side(args, folder, "local")
             ray = engine_side(args, folder, "ray")
-            print(f"sweep --workers 2: local {local:.1f} s, ray {ray:.1f} s {load()}")
-            print(f"ray / local wall time: {ray / local:.2f}x")
+            with ray_cluster(folder) as address:
+                on_cluster = engine_side(args, folder, "ray", address)
+            print(
+                f"sweep --workers 2: local {local:.1f} s, ray starting its own cluster "
+                f"{ray:.1f} s, ray on a running cluster {on_cluster:.1f} s {load()}"
+            )
+            print(
+                f"ray / local wall time: {ray / local:.2f}x (cluster started by the launcher), "
+                f"{on_cluster / local:.2f}x (on a running cluster)"
+            )
         if "kill" in parts:
             kill = kill_side(args, folder)
             print(
