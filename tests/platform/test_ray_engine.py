@@ -8,6 +8,8 @@ sweep is refused before any trial."""
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
 import uuid
@@ -30,7 +32,7 @@ from support.waiting import wait_for
 from tunefleet.config import apply_params, load_config
 from tunefleet.platform.layout import Layout
 from tunefleet.platform.store import Store
-from tunefleet.trainers.resume import has_resumable
+from tunefleet.trainers.resume import has_resumable, resumable_step
 from tunefleet.trainers.run import TrialOutcome, run_trial
 
 pytestmark = pytest.mark.slow
@@ -207,6 +209,47 @@ def test_a_node_lost_mid_trial_is_retried_resumed_and_the_actor_restarts(
     assert record is not None and retry.value == reference.value
     assert record.metrics["eval_accuracy"] == reference.metrics["eval_accuracy"]
     assert record.metrics["eval_loss"] == pytest.approx(reference.metrics["eval_loss"], abs=1e-5)
+
+
+def test_ctrl_c_gives_each_actor_its_sigterm_grace(
+    tmp_path: Path, tiny_model: Path, sentiment_csv: Path, cluster: Any, pg_url: str
+) -> None:
+    """Ctrl-C on a Ray sweep: each actor's worker is sent SIGTERM on its node, saves its trial
+    after the current step (not only at its last evaluation) and re-queues it; exit 130."""
+    config = sweep_file(tmp_path, tiny_model, sentiment_csv, epochs=30)
+    out = tmp_path / "runs"
+    sweep = subprocess.Popen(
+        [*TUNEFLEET, *ray_sweep_args(config, out, pg_url, cluster.address)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=cli_env(),
+        start_new_session=True,  # the SIGINT goes to the launcher alone, as Ctrl-C's would
+    )
+    try:
+        [worker_node] = list(cluster.worker_nodes)
+        number = running_trial_on(pg_url, out, worker_node.node_id)
+        os.kill(sweep.pid, signal.SIGINT)
+        output, _ = sweep.communicate(timeout=300)
+    finally:
+        sweep.kill()
+    assert sweep.returncode == 130, output
+    store = Store(pg_url)
+    try:
+        record = store.trial("onray", number)
+    finally:
+        store.dispose()
+    assert record is not None and (record.state, record.reason, record.requeued) == (
+        "FAIL",
+        "interrupted",
+        True,
+    ), record
+    # Stopped by its own worker at a step, the state written there: not killed.
+    stopped = re.search(r"interrupted after optimizer step (\d+)", record.reason_detail or "")
+    assert stopped, record.reason_detail
+    resume = Layout.at(out).resume_dir("onray", number)
+    assert resumable_step(resume) == int(stopped.group(1))
+    assert "SIGTERM, stopping within" in output, output
 
 
 def uninterrupted(config: Path, params: dict[str, Any], folder: Path) -> TrialOutcome:

@@ -86,6 +86,8 @@ class WorkerProcess(Protocol):
 
     def terminate(self) -> None: ...
 
+    def kill(self) -> None: ...
+
     def wait(self, timeout: float | None = None) -> int: ...
 
 
@@ -378,9 +380,19 @@ class Fleet:
         """Recover from dead workers; the engine's own business by default."""
 
     def terminate(self) -> None:
+        """SIGTERM every worker: each saves its trial's state and re-queues it within
+        ``worker.grace_s``; a worker still there after that (and a margin) is killed (a Ray
+        actor's trials are then re-queued from their last evaluation)."""
         for p in self.procs:
             if p.poll() is None:
                 p.terminate()
+        limit = time.time() + self.config.worker.grace_s + 10
+        for p in self.procs:
+            try:
+                p.wait(max(0.1, limit - time.time()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
 
 
 @dataclass
@@ -438,20 +450,6 @@ class LocalFleet(Fleet):
             return False
         sweep = self.store.get_sweep(self.config.name)
         return sweep.claimed < sweep.budget
-
-    def terminate(self) -> None:
-        """SIGTERM every worker: each saves its trial's state and re-queues it within
-        ``worker.grace_s``; a worker still there after that (and a margin) is killed."""
-        for p in self.procs:
-            if p.poll() is None:
-                p.terminate()
-        limit = time.time() + self.config.worker.grace_s + 10
-        for p in self.procs:
-            try:
-                p.wait(max(0.1, limit - time.time()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
 
 
 def progress_line(study: optuna.Study, budget: int, started: float) -> str:

@@ -15,6 +15,7 @@ Ray is an optional extra (``pip install 'tunefleet[ray]'``) imported only here, 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import time
 import uuid
@@ -380,20 +381,59 @@ class RayWorker:
         return code
 
     def stop(self) -> None:
+        """Stop the actor now, its running trials re-queued (the sweep is ending)."""
         if self.returncode is None:
             self.terminate()
+            self.wait(0)
 
     def terminate(self) -> None:
-        """Ctrl-C: the actor is killed (Ray has no signal to send it); its trial is re-queued
-        as interrupted, to resume from its last evaluation when the sweep runs again."""
+        """Ctrl-C or SIGTERM to the launcher: the actor's process is sent SIGTERM on its node
+        (by a zero-CPU task pinned there: Ray sends actors no signal of its own), so its worker
+        saves the running trial's state after the current step and re-queues it, as a local
+        worker does; ``wait`` gives it the grace."""
+        if self.returncode is not None:
+            return
+        self.who = self.who or self._get(self._who_ref)
+        if self.who:
+            _signal(self.ray, self.who, signal.SIGTERM)
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait at most ``timeout`` for the actor's worker to end, then kill the actor and
+        re-queue what it still ran (its trials resume from their last state)."""
+        if self.returncode is not None:
+            return self.returncode
+        self.ray.wait([self._run_ref], timeout=timeout)
         self.ray.kill(self.actor, no_restart=True)
         who = self.who or self._get(self._who_ref)
         if who:
             fail_trials_of(self.spec, who, why="the sweep was stopped")
         self.returncode = 130
+        return 130
 
-    def wait(self, timeout: float | None = None) -> int:
-        return self.returncode if self.returncode is not None else 0
+    def kill(self) -> None:
+        self.wait(0)
+
+
+def _signal(ray: ModuleType, who: dict[str, Any], signum: int) -> None:
+    """Send ``signum`` to an actor incarnation's process, on its node."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    task = ray.remote(num_cpus=0)(_send_signal)
+    ref = task.options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(who["node_id"], soft=False)
+    ).remote(int(who["pid"]), int(signum))
+    try:
+        ray.get(ref, timeout=30)
+    except Exception as exc:  # the node is gone: the kill that follows re-queues its trials
+        print(f"could not signal the actor on {who['host']}: {exc}", flush=True)
+
+
+def _send_signal(pid: int, signum: int) -> bool:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _alive_node_ids(ray: ModuleType) -> set[str]:
