@@ -80,6 +80,22 @@ def test_a_run_started_before_the_crash_resumes_from_its_cursor(tmp_path: Path) 
     assert [step for step, _ in history(run)["loss"]] == [4, 5]
 
 
+def test_a_dead_writer_whose_sinks_took_everything_still_gets_its_end(tmp_path: Path) -> None:
+    """Killed after its bus delivered every line: nothing to resend, but its runs are open."""
+    layout = Layout.at(tmp_path / "runs")
+    spool, _ = dead_spool(layout)
+    Cursors(sibling(spool, ".cursors.json")).advance(
+        "wandb",
+        offset=spool.stat().st_size,
+        state={"run_id": "deadrun1", "started": True, "step": 5},
+    )
+    (result,) = sync(layout, name="dead")
+    assert result.complete and result.sent == {"wandb": 1}  # the end alone
+    assert list(read_items(spool))[-1].event == End("FAILED")
+    (again,) = sync(layout, name="dead")
+    assert again.sent == {"wandb": 0} and again.complete
+
+
 def test_sync_names_the_sweeps_it_has_when_asked_for_another(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -9,6 +9,7 @@ an end event gets one (FAILED), so its runs are closed too; unless a retry takes
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -19,7 +20,7 @@ from typing import Any
 
 import tunefleet.platform.store_sink  # noqa: F401 - registers the "store" sink spools name
 from tunefleet.platform.layout import Layout
-from tunefleet.tracking.events import CONTINUED, End, training_step
+from tunefleet.tracking.events import CONTINUED, End, decode_line, training_step
 from tunefleet.tracking.sinks import batches, build_sinks, deliver
 from tunefleet.tracking.spool import (
     SUFFIX,
@@ -122,6 +123,21 @@ def _acquire(path: Path, wait_s: float) -> SpoolLock | None:
             time.sleep(0.2)
 
 
+def ended(path: Path) -> bool:
+    """Whether the spool's last whole line is an end event (its writer closed it). A writer
+    killed after its sinks took everything has none: its runs still need closing."""
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - 4096))
+        lines = [line for line in f.read().split(b"\n") if line.strip()]
+    if not lines:
+        return False
+    try:
+        events = decode_line(json.loads(lines[-1]))
+    except (ValueError, KeyError):  # a torn last line, or the header of an empty spool
+        return False
+    return any(isinstance(event, End) for event in events)
+
+
 def last_step(path: Path) -> int | None:
     """The last training step a spool holds an event for; None: none."""
     steps = [training_step(item.event) for item in read_items(path)]
@@ -139,7 +155,7 @@ def _replay(
     header = read_header(path)
     cursors = Cursors(sibling(path, ".cursors.json"))
     size = path.stat().st_size
-    if all(cursors.offset(name) == size for name in header["sinks"]):
+    if all(cursors.offset(name) == size for name in header["sinks"]) and ended(path):
         result.sent = {name: 0 for name in header["sinks"]}
         _record_run_ids(header, cursors, store)  # a killed writer could not
         return  # every sink has everything: the usual case, decided without reading the file
