@@ -164,7 +164,7 @@ def test_an_unknown_sampler_is_named_with_the_known_ones(sentiment_csv: Path) ->
     config = config_with({}, sentiment_csv).model_copy(deep=True)
     search = config.search.model_copy(update={"sampler": "bohb"})
     with pytest.raises(
-        ValueError, match=r"unknown sampler 'bohb'; known: cmaes, grid, random, tpe"
+        ValueError, match=r"unknown sampler 'bohb'; known: cmaes, grid, nsga2, random, tpe"
     ):
         make_sampler(config.model_copy(update={"search": search}))
 

@@ -8,8 +8,10 @@ formatting live in :mod:`tunefleet.config.loading`, the dotted-path algebra in
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, NoReturn, get_args
 
 from pydantic import (
     BaseModel,
@@ -27,9 +29,21 @@ Method = Literal["full", "lora", "adapter", "prefix", "prompt", "ia3", "unfreeze
 METHODS: tuple[str, ...] = get_args(Method)
 
 Scheduler = Literal["linear", "cosine", "cosine_with_restarts", "constant", "reduce_on_plateau"]
-Sampler = Literal["tpe", "random", "grid", "cmaes"]
-Pruner = Literal["none", "median", "hyperband"]
+Sampler = Literal["tpe", "random", "grid", "cmaes", "nsga2"]
+Pruner = Literal["none", "median", "asha", "hyperband", "patient"]
+WrappedPruner = Literal["none", "median", "asha", "hyperband"]
 Direction = Literal["maximize", "minimize"]
+Measured = Literal[
+    "trainable_params", "total_params", "checkpoint_mb", "latency_ms", "train_seconds"
+]
+"""Per-trial figures tunefleet measures itself (besides the eval metrics), usable as objectives
+and in constraints: trainable and total parameter counts, the best checkpoint's size in MB, the
+p50 latency in ms of one forward pass on a fixed batch (``search.latency``), and the trial's
+training seconds."""
+MEASURED: tuple[str, ...] = get_args(Measured)
+CONSTRAINT_PATTERN = re.compile(
+    r"^\s*(?P<metric>[A-Za-z_][A-Za-z0-9_./-]*)\s*(?P<op><=|>=|<|>)\s*(?P<bound>\S+)\s*$"
+)
 
 #: Config sections a search space may not reach into: they shape the sweep, not a trial.
 UNSEARCHABLE = ("name", "search", "tracking")
@@ -241,7 +255,14 @@ class EarlyStoppingConfig(Strict):
 
 class TrainConfig(Strict):
     method: Method = Field("lora", description="Adaptation method: " + " | ".join(METHODS) + ".")
-    epochs: int = Field(3, ge=1, le=1000, description="Training epochs; evaluation after each.")
+    epochs: int = Field(3, ge=1, le=1000, description="Training epochs.")
+    eval_every: int | float | None = Field(
+        None,
+        description="Evaluate (report to the pruner, keep the best checkpoint, count early "
+        "stopping) every this many optimizer steps (an integer >= 1) or this fraction of an "
+        "epoch (a number in (0, 1], rounded up to whole steps); always also at the last step. "
+        "null: at the end of every epoch.",
+    )
     batch_size: int = Field(16, ge=1, le=65536, description="Examples per device per step.")
     learning_rate: float = Field(5e-5, gt=0, lt=1, description="Peak learning rate.")
     weight_decay: float = Field(0.0, ge=0, lt=1, description="AdamW weight decay.")
@@ -274,11 +295,34 @@ class TrainConfig(Strict):
         default_factory=UnfreezeConfig, description="Gradual unfreezing."
     )
     dann: DannConfig = Field(default_factory=DannConfig, description="Domain-adversarial training.")
+
+    @field_validator("eval_every", mode="before")
+    @classmethod
+    def _eval_every(cls, value: Any) -> int | float | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            _refuse_eval_every(value)
+        if isinstance(value, int) or (value.is_integer() and value > 1):
+            if value < 1:
+                _refuse_eval_every(value)
+            return int(value)
+        if not 0 < value <= 1:
+            _refuse_eval_every(value)
+        return float(value)
+
     on_oom: Literal["fail", "halve_batch"] = Field(
         "fail",
         description="A trial out of memory (CUDA OOM or MemoryError): fail (reason oom, with its "
         "batch size), or halve_batch: retry it once with half the per-device batch and twice the "
         "gradient accumulation, so the effective batch is unchanged.",
+    )
+
+
+def _refuse_eval_every(value: object) -> NoReturn:
+    raise ValueError(
+        f"must be a whole number of optimizer steps >= 1 or a fraction of an epoch in (0, 1], "
+        f"got {value!r}"
     )
 
 
@@ -310,6 +354,123 @@ class Dimension(Strict):
         return self
 
 
+class PruningConfig(Strict):
+    resource: Literal["steps", "examples"] = Field(
+        "steps",
+        description="The resource each evaluation is reported at: optimizer steps, or training "
+        "examples seen (steps x batch_size x gradient_accumulation_steps; comparable across a "
+        "searched batch size). min_resource and warmup are in this unit.",
+    )
+    min_resource: int | None = Field(
+        None,
+        ge=1,
+        description="asha, hyperband: the resource a trial gets before its first rung (its first "
+        "pruning decision); rungs are at min_resource x reduction_factor^k. null: the first "
+        "evaluation's. Refused when larger than a trial's whole training.",
+    )
+    reduction_factor: int = Field(
+        3,
+        ge=2,
+        description="asha, hyperband: the top 1/reduction_factor of the trials reaching a rung go "
+        "on to the next.",
+    )
+    early_stopping_rate: int = Field(
+        0,
+        ge=0,
+        description="asha: the first rung is at min_resource x reduction_factor^rate (s in the "
+        "ASHA paper).",
+    )
+    startup_trials: int = Field(
+        2, ge=0, description="median: trials that must finish before any is pruned."
+    )
+    warmup: int = Field(
+        0, ge=0, description="median: the resource a trial trains before it may be pruned."
+    )
+    wrapped: WrappedPruner = Field("median", description="patient: the pruner it wraps.")
+    patience: int = Field(
+        2,
+        ge=0,
+        description="patient: evaluations without improvement of the metric tolerated before "
+        "the wrapped pruner is asked.",
+    )
+    min_delta: float = Field(
+        0.0, ge=0, description="patient: the smallest change counted as an improvement."
+    )
+
+
+class Objective(Strict):
+    metric: str = Field(
+        description="An eval metric (eval_accuracy, eval_f1, eval_loss, ...) or one tunefleet "
+        "measures: " + ", ".join(MEASURED) + "."
+    )
+    direction: Direction = Field(description="maximize or minimize.")
+
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        return objective_metric(value)
+
+
+def objective_metric(value: str) -> str:
+    """An objective's or constraint's metric: an eval metric or a measured one."""
+    if value.startswith("eval_") or value in MEASURED:
+        return value
+    raise ValueError(
+        f"{value!r} is neither an eval metric (eval_*) nor a measured one ({', '.join(MEASURED)})"
+    )
+
+
+class LatencyConfig(Strict):
+    batch_size: int = Field(
+        8, ge=1, le=4096, description="Texts in the fixed batch (taken from the eval split)."
+    )
+    runs: int = Field(
+        20, ge=3, le=10000, description="Timed forward passes after 2 warm-up ones; p50 of them."
+    )
+
+
+class WarmStartConfig(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+    )
+
+    from_: str = Field(
+        alias="from",
+        pattern=NAME_PATTERN,
+        description="The earlier sweep, in the same --db, to start from.",
+    )
+    mode: Literal["top_k", "history"] = Field(
+        "top_k",
+        description="top_k: enqueue the params of its top_k complete trials (those outside this "
+        "space are skipped, with a line saying why); history: give its finished trials to this "
+        "sweep's sampler as if run here (the same space required).",
+    )
+    top_k: int = Field(5, ge=1, le=1000, description="top_k: how many of its best to enqueue.")
+
+
+class BudgetConfig(Strict):
+    gpu_hours: float | None = Field(
+        None, gt=0, description="GPU-hours the sweep may spend (trial seconds x GPUs); null: none."
+    )
+    cpu_hours: float | None = Field(
+        None,
+        gt=0,
+        description="CPU core-hours the sweep may spend, for trials without a GPU (trial seconds "
+        "x torch threads); null: none.",
+    )
+    price_per_gpu_hour: float | None = Field(
+        None, ge=0, description="Money per GPU-hour, to report cost in money; null: none."
+    )
+    price_per_cpu_hour: float | None = Field(
+        None, ge=0, description="Money per CPU core-hour, to report cost in money; null: none."
+    )
+
+
 class SearchConfig(Strict):
     trials: int = Field(
         8,
@@ -321,13 +482,46 @@ class SearchConfig(Strict):
         None, gt=0, description="Seconds for the whole sweep; null: none."
     )
     sampler: Sampler = Field("tpe", description="Optuna sampler.")
-    pruner: Pruner = Field("median", description="Optuna pruner, fed every epoch's evaluation.")
+    pruner: Pruner = Field(
+        "median",
+        description="Stops trials whose curve is poor, fed every evaluation (train.eval_every) "
+        "at its resource (search.pruning.resource): asha (asynchronous successive halving), "
+        "hyperband, median, patient (waits search.pruning.patience evaluations without "
+        "improvement before asking search.pruning.wrapped), none. In a multi-objective sweep it "
+        "judges the first objective alone.",
+    )
+    pruning: PruningConfig = Field(default_factory=PruningConfig, description="Pruner settings.")
     metric: str = Field(
         "eval_accuracy",
         description="Objective: any eval metric (eval_accuracy, "
         "eval_f1, eval_loss, ...); a trial's value is its best evaluation.",
     )
     direction: Direction = Field("maximize", description="Whether `metric` is maximised.")
+    objectives: list[Objective] | None = Field(
+        None,
+        min_length=1,
+        description="Several objectives for a multi-objective sweep (the Pareto front); the first "
+        "must be an eval metric: it chooses each trial's checkpoint and is what the pruner judges "
+        "(metric and direction are taken from it). null: search.metric alone.",
+    )
+    constraints: list[str] = Field(
+        default_factory=list,
+        description="Feasibility rules 'METRIC <=|>=|<|> NUMBER' over eval or measured metrics "
+        "(e.g. 'trainable_params <= 2e6', 'latency_ms <= 20'): given to the sampler (tpe, nsga2), "
+        "and an infeasible trial is recorded as such and never best nor on the front.",
+    )
+    latency: LatencyConfig = Field(
+        default_factory=LatencyConfig,
+        description="How latency_ms is measured (only when an objective or constraint names it).",
+    )
+    warm_start: WarmStartConfig | None = Field(
+        None, description="Start from an earlier sweep's results; null: a cold start."
+    )
+    budget: BudgetConfig = Field(
+        default_factory=BudgetConfig,
+        description="Compute budgets: no trial starts that the remaining budget cannot cover at "
+        "the sweep's median trial cost so far.",
+    )
     seed: int = Field(0, description="Sampler seed (each worker adds its index).")
     space: dict[str, Dimension] = Field(
         default_factory=dict,
@@ -370,6 +564,65 @@ class SearchConfig(Strict):
             raise ValueError(f"must name an eval metric starting with 'eval_', got {value!r}")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _primary_objective(cls, data: Any) -> Any:
+        """search.metric/direction follow the first objective, so every single-metric reader
+        (checkpoint choice, early stopping, the pruner) reads the primary one."""
+        if not isinstance(data, dict) or not data.get("objectives"):
+            return data
+        first = data["objectives"][0]
+        if not isinstance(first, dict) or not str(first.get("metric", "")).startswith("eval_"):
+            return data  # the objectives' own check names the problem
+        derived = {"metric": first.get("metric"), "direction": first.get("direction")}
+        for key, value in derived.items():
+            if key in data and data[key] != value:
+                raise ValueError(
+                    f"{key}: {data[key]!r} differs from the first objective's {value!r}; "
+                    "with objectives, leave it out"
+                )
+        return {**data, **{k: v for k, v in derived.items() if v is not None}}
+
+    @field_validator("objectives")
+    @classmethod
+    def _distinct_objectives(cls, value: list[Objective] | None) -> list[Objective] | None:
+        if value is None:
+            return None
+        names = [o.metric for o in value]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"{', '.join(repeated)} appears more than once")
+        if not names[0].startswith("eval_"):
+            raise ValueError(
+                f"the first objective must be an eval metric (it chooses the checkpoint and is "
+                f"pruned on), got {names[0]!r}"
+            )
+        return value
+
+    @field_validator("constraints")
+    @classmethod
+    def _constraints_parse(cls, value: list[str]) -> list[str]:
+        for rule in value:
+            parse_constraint(rule)
+        return value
+
+    @model_validator(mode="after")
+    def _sampler_fits(self) -> SearchConfig:
+        if self.sampler == "cmaes" and self.objectives is not None and len(self.objectives) > 1:
+            raise ValueError("sampler: cmaes optimises one objective; use tpe or nsga2")
+        return self
+
+    @property
+    def multi_objective(self) -> bool:
+        return self.objectives is not None and len(self.objectives) > 1
+
+    @property
+    def all_objectives(self) -> list[Objective]:
+        """The objectives, or the one (metric, direction) of a single-metric sweep."""
+        if self.objectives is not None:
+            return list(self.objectives)
+        return [Objective(metric=self.metric, direction=self.direction)]
+
     @model_validator(mode="after")
     def _stale_after_beats(self) -> SearchConfig:
         # A trial must have time to beat at least once before it may be taken for dead.
@@ -379,6 +632,47 @@ class SearchConfig(Strict):
                 f"heartbeat_s ({self.heartbeat_s}): a trial must beat before it can be stale"
             )
         return self
+
+
+class Constraint(BaseModel):
+    """A parsed ``search.constraints`` rule."""
+
+    model_config = ConfigDict(frozen=True)
+
+    metric: str
+    op: Literal["<=", ">=", "<", ">"]
+    bound: float
+
+    def violation(self, value: float) -> float:
+        """Optuna's convention: <= 0 when the rule holds, else by how much it fails."""
+        return value - self.bound if self.op in ("<=", "<") else self.bound - value
+
+    def holds(self, value: float) -> bool:
+        ops = {
+            "<=": value <= self.bound,
+            "<": value < self.bound,
+            ">=": value >= self.bound,
+            ">": value > self.bound,
+        }
+        return ops[self.op]
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.bound:g}"
+
+
+def parse_constraint(rule: str) -> Constraint:
+    """``'latency_ms <= 20'`` -> Constraint; ValueError naming the rule and what is allowed."""
+    match = CONSTRAINT_PATTERN.match(rule)
+    if match is None:
+        raise ValueError(f"{rule!r}: write 'METRIC <=|>=|<|> NUMBER', e.g. 'latency_ms <= 20'")
+    try:
+        bound = float(match["bound"])
+    except ValueError:
+        raise ValueError(f"{rule!r}: {match['bound']!r} is not a number") from None
+    if not math.isfinite(bound):
+        raise ValueError(f"{rule!r}: the bound must be finite")
+    metric = objective_metric(match["metric"])
+    return Constraint(metric=metric, op=match["op"], bound=bound)
 
 
 class MlflowConfig(Strict):

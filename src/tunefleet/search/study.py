@@ -72,11 +72,20 @@ def _cmaes(config: SweepConfig, seed: int) -> BaseSampler:
     return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
 
 
+def _nsga2(config: SweepConfig, seed: int) -> BaseSampler:
+    # A population of a tenth of the budget (at least 4): the default 50 would leave a small
+    # sweep's whole budget in the random first generation.
+    return optuna.samplers.NSGAIISampler(
+        seed=seed, population_size=max(4, min(50, config.search.trials // 10))
+    )
+
+
 SAMPLERS: Mapping[str, SamplerFactory] = {
     "tpe": _tpe,
     "random": _random,
     "grid": _grid,
     "cmaes": _cmaes,
+    "nsga2": _nsga2,
 }
 """``search.sampler`` name -> factory."""
 
@@ -86,17 +95,71 @@ def _no_pruner(config: SweepConfig) -> BasePruner:
 
 
 def _median(config: SweepConfig) -> BasePruner:
-    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    pruning = config.search.pruning
+    return optuna.pruners.MedianPruner(
+        n_startup_trials=pruning.startup_trials, n_warmup_steps=pruning.warmup
+    )
+
+
+class FirstRung(BasePruner):
+    """A rung-based pruner whose first rung, unless ``search.pruning.min_resource`` sets it, is
+    the study's first evaluation: the resource every trial reports first. (Optuna's ``"auto"``
+    waits for a trial to complete and takes a hundredth of its steps, which at a few
+    evaluations per trial means no rung is ever reached before the last one.)"""
+
+    def __init__(self, build: Callable[[int], BasePruner], min_resource: int | None) -> None:
+        self._build = build
+        self._inner = build(min_resource) if min_resource is not None else None
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        if self._inner is None:
+            first = [
+                min(t.intermediate_values)
+                for t in study.get_trials(deepcopy=False)
+                if t.intermediate_values
+            ]
+            if not first:
+                return False
+            self._inner = self._build(min(first))
+        return self._inner.prune(study, trial)
+
+
+def _asha(config: SweepConfig) -> BasePruner:
+    pruning = config.search.pruning
+    return FirstRung(
+        lambda first: optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=first,
+            reduction_factor=pruning.reduction_factor,
+            min_early_stopping_rate=pruning.early_stopping_rate,
+        ),
+        pruning.min_resource,
+    )
 
 
 def _hyperband(config: SweepConfig) -> BasePruner:
-    return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.train.epochs)
+    pruning = config.search.pruning
+    return FirstRung(
+        lambda first: optuna.pruners.HyperbandPruner(
+            min_resource=first, max_resource="auto", reduction_factor=pruning.reduction_factor
+        ),
+        pruning.min_resource,
+    )
+
+
+def _patient(config: SweepConfig) -> BasePruner:
+    pruning = config.search.pruning
+    wrapped = PRUNERS[pruning.wrapped](config)
+    return optuna.pruners.PatientPruner(
+        wrapped, patience=pruning.patience, min_delta=pruning.min_delta
+    )
 
 
 PRUNERS: Mapping[str, PrunerFactory] = {
     "none": _no_pruner,
     "median": _median,
+    "asha": _asha,
     "hyperband": _hyperband,
+    "patient": _patient,
 }
 """``search.pruner`` name -> factory. A pruner is fed every evaluation but never prunes a
 trial's final one (``trainers.callbacks``): by then the trial has spent its compute."""

@@ -120,6 +120,16 @@ class Trial(Base):
         Boolean, nullable=False, default=False, server_default=sa_false()
     )
     """True when a retry was queued for this attempt (it is not failed for good)."""
+    objective_values: Mapped[list[float] | None] = mapped_column(NullableJSON, nullable=True)
+    """A multi-objective trial's values, in ``search.objectives`` order."""
+    measured: Mapped[dict[str, float] | None] = mapped_column(NullableJSON, nullable=True)
+    """What tunefleet measured of the trial: trainable_params, latency_ms, ... (MEASURED)."""
+    feasible: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    """Whether ``search.constraints`` held (None: no constraints, or not finished)."""
+    device: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    """What the trial's compute is counted in: ``gpu`` or ``cpu``."""
+    device_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """The trial's compute: seconds of training x its GPUs (or torch threads without one)."""
 
 
 class Best(Base):

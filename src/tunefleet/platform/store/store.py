@@ -84,6 +84,17 @@ class TrialRecord:
     """The exception's last line, the step, or the batch size that goes with ``reason``."""
     requeued: bool = False
     """A retry was queued for this attempt: it is not failed for good."""
+    objective_values: list[float] | None = None
+    """A multi-objective trial's values, in ``search.objectives`` order."""
+    measured: dict[str, float] | None = None
+    """What tunefleet measured: trainable_params, total_params, checkpoint_mb, latency_ms,
+    train_seconds (those known for the trial)."""
+    feasible: bool | None = None
+    """Whether ``search.constraints`` held; None without constraints or before the end."""
+    device: str | None = None
+    """``gpu`` or ``cpu``: what ``device_seconds`` counts."""
+    device_seconds: float | None = None
+    """Compute spent: training seconds x GPUs (or x torch threads on a CPU-only worker)."""
 
 
 @dataclass(frozen=True)
@@ -256,7 +267,22 @@ def _check_trial_field(field: str, value: Any) -> Any:
         return attempt
     if field == "retry_of":
         return None if value is None else _check_count(value, what)
-    if field == "requeued":
+    if field == "objective_values":
+        if value is None:
+            return None
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"invalid {what} {value!r}: expected a list of numbers")
+        return [_check_real(v, what, finite=False) for v in value]
+    if field == "measured":
+        if value is None:
+            return None
+        measured = _check_dict(value, what)
+        return {k: _check_real(v, f"{what}[{k!r}]", finite=True) for k, v in measured.items()}
+    if field == "device_seconds":
+        return None if value is None else _check_real(value, what, finite=True)
+    if field in ("requeued", "feasible"):
+        if value is None and field == "feasible":
+            return None
         if not isinstance(value, bool):
             raise ValueError(f"invalid {what} {value!r}: expected true or false")
         return value
@@ -301,6 +327,11 @@ def _trial_record(row: Row[Any]) -> TrialRecord:
         reason=row.reason,
         reason_detail=row.reason_detail,
         requeued=bool(row.requeued),
+        objective_values=None if row.objective_values is None else list(row.objective_values),
+        measured=None if row.measured is None else dict(row.measured),
+        feasible=row.feasible,
+        device=row.device,
+        device_seconds=row.device_seconds,
     )
 
 
