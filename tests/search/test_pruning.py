@@ -4,6 +4,7 @@ compute is spent, so it completes and keeps its checkpoint."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import optuna
@@ -13,6 +14,7 @@ from support import trials
 from tunefleet.config import SweepConfig
 from tunefleet.search.study import make_pruner, pruning_report
 from tunefleet.trainers.checkpoint import MANIFEST, hash_folder
+from tunefleet.trainers.data import load_splits
 from tunefleet.trainers.run import TrialPruned, run_trial
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -29,14 +31,20 @@ def three_epochs(model: Path, data: Path) -> SweepConfig:
     return config
 
 
+def epoch_end(config: SweepConfig, epoch: int) -> int:
+    """The global step at which ``epoch`` ends: the resource its evaluation is reported at."""
+    rows = len(load_splits(config.data).train)
+    return epoch * math.ceil(rows / config.train.batch_size)
+
+
 def study_after(config: SweepConfig, per_epoch: dict[int, float]) -> optuna.Study:
     """The sweep's own pruner over two complete trials (its startup count) that each evaluated
-    ``per_epoch[epoch]`` at every epoch."""
+    ``per_epoch[epoch]`` at every epoch's last step."""
     study = optuna.create_study(direction="maximize", pruner=make_pruner(config))
     for _ in range(2):
         done = study.ask()
         for epoch, value in per_epoch.items():
-            done.report(value, epoch)
+            done.report(value, epoch_end(config, epoch))
         study.tell(done, max(per_epoch.values()))
     return study
 
@@ -52,7 +60,8 @@ def test_a_trial_the_median_prunes_at_its_last_epoch_completes_with_its_checkpoi
     )  # no TrialPruned
     assert trial.should_prune()  # the median did say prune at epoch 3
     frozen = study.get_trials(deepcopy=False)[-1]
-    assert sorted(frozen.intermediate_values) == [1, 2, 3]  # every evaluation was reported
+    # every evaluation was reported, at its global step
+    assert sorted(frozen.intermediate_values) == [epoch_end(config, e) for e in (1, 2, 3)]
     assert not outcome.pruned and outcome.value is not None
     assert outcome.checkpoint == tmp_path / "ckpt" and (tmp_path / "ckpt" / MANIFEST).is_file()
     assert outcome.checkpoint_sha256 == hash_folder(tmp_path / "ckpt")
@@ -75,4 +84,5 @@ def test_a_trial_the_median_prunes_before_its_last_epoch_is_pruned_there(
     outcome = info.value.outcome
     evaluated = [h["epoch"] for h in outcome.history if "eval_accuracy" in h]
     assert outcome.pruned and evaluated == [float(e) for e in range(1, pruned_at + 1)]
-    assert sorted(study.get_trials(deepcopy=False)[-1].intermediate_values) == evaluated
+    reported = sorted(study.get_trials(deepcopy=False)[-1].intermediate_values)
+    assert reported == [epoch_end(config, e) for e in range(1, pruned_at + 1)]

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tunefleet.config import SweepConfig
 from tunefleet.errors import ConfigError
@@ -101,4 +104,54 @@ def check_sweep(config: SweepConfig) -> Splits:
         except ValueError as exc:
             where, _, what = str(exc).partition(": ")
             raise ConfigError([(where, what)]) from None
-    return load_splits(config.data)
+    splits = load_splits(config.data)
+    check_pruning(config, len(splits.train.texts))
+    return splits
+
+
+def check_pruning(config: SweepConfig, train_rows: int) -> None:
+    """Refuse a ``search.pruning.min_resource`` no trial can reach: its first rung would come
+    after the trial's last step, so nothing would ever be pruned."""
+    minimum = config.search.pruning.min_resource
+    if minimum is None or config.search.pruner not in RUNG_PRUNERS:
+        return
+    most = largest_resource(config, train_rows)
+    if minimum > most:
+        unit = config.search.pruning.resource
+        raise ConfigError(
+            [
+                (
+                    "search.pruning.min_resource",
+                    f"{minimum} {unit} is more than any trial trains ({most} {unit} at most: "
+                    f"{train_rows} training rows, the largest train.epochs and smallest batch "
+                    "the space allows); lower it or leave it null (the first evaluation)",
+                )
+            ]
+        )
+
+
+RUNG_PRUNERS = ("asha", "hyperband")
+
+
+def largest_resource(config: SweepConfig, train_rows: int) -> int:
+    """The most resource (steps, or examples seen) a trial of the sweep can train: the largest
+    epochs and the smallest batch and accumulation its space allows."""
+    epochs = _extreme(config, "train.epochs", config.train.epochs, max)
+    batch = _extreme(config, "train.batch_size", config.train.batch_size, min)
+    accumulation = _extreme(
+        config, "train.gradient_accumulation_steps", config.train.gradient_accumulation_steps, min
+    )
+    steps = epochs * math.ceil(train_rows / (batch * accumulation))
+    if config.search.pruning.resource == "examples":
+        return steps * batch * accumulation
+    return steps
+
+
+def _extreme(config: SweepConfig, path: str, default: int, pick: Callable[..., Any]) -> int:
+    dim = config.search.space.get(path)
+    if dim is None:
+        return default
+    if dim.choices is not None:
+        return int(pick(dim.choices))
+    assert dim.low is not None and dim.high is not None
+    return int(pick(dim.low, dim.high))

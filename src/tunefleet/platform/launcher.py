@@ -461,8 +461,13 @@ def progress_line(study: optuna.Study, budget: int, started: float) -> str:
         f" · running {count[TrialState.RUNNING]}"
         f" · pruned {count[TrialState.PRUNED]} · failed {count[TrialState.FAIL]}"
     )
-    if count[TrialState.COMPLETE]:
-        best = study.best_trial
+    if count[TrialState.COMPLETE] and len(study.directions) > 1:
+        line += f" · Pareto front {len(study.best_trials)}"
+    elif count[TrialState.COMPLETE]:
+        try:
+            best = study.best_trial
+        except ValueError:
+            return line + " · no feasible trial yet"
         line += f" · best {best.value:.4f} (trial {best.number})"
     return line
 
@@ -525,8 +530,34 @@ def summary(config: SweepConfig, store: Store, layout: Layout, db_url: str) -> d
             "checkpoint": best.checkpoint,
             "metrics": trial.metrics if trial else {},
         },
+        "front": _front(config, store),
         "dashboards": dashboards(config, layout, db_url),
     }
+
+
+def _front(config: SweepConfig, store: Store) -> list[dict[str, Any]] | None:
+    """A multi-objective sweep's Pareto front (feasible complete trials no other dominates),
+    from the store's records; None for a single-objective sweep."""
+    if not config.search.multi_objective:
+        return None
+    objectives = config.search.all_objectives
+    signs = [1.0 if o.direction == "maximize" else -1.0 for o in objectives]
+    done = [
+        t
+        for t in store.trials(config.name)
+        if t.state == "COMPLETE" and t.objective_values is not None and t.feasible is not False
+    ]
+
+    def dominates(a: list[float], b: list[float]) -> bool:
+        pairs = [(s * x, s * y) for s, x, y in zip(signs, a, b, strict=True)]
+        return all(x >= y for x, y in pairs) and any(x > y for x, y in pairs)
+
+    front = [
+        t
+        for t in done
+        if not any(dominates(o.objective_values or [], t.objective_values or []) for o in done)
+    ]
+    return [{"number": t.number, "values": t.objective_values, "params": t.params} for t in front]
 
 
 def dashboards(config: SweepConfig, layout: Layout, db_url: str) -> list[str]:
@@ -548,7 +579,9 @@ def dashboards(config: SweepConfig, layout: Layout, db_url: str) -> list[str]:
 def print_summary(config: SweepConfig, info: dict[str, Any], *, wall_s: float) -> None:
     best = info["best"]
     print(f"\nsweep {config.name}: finished in {wall_s:.0f}s")
-    if best is None:
+    if info.get("front") is not None:
+        _print_front(config, info["front"])
+    elif best is None:
         print("no trial completed")
     else:
         metric = config.search.metric
@@ -561,6 +594,17 @@ def print_summary(config: SweepConfig, info: dict[str, Any], *, wall_s: float) -
     print("\nlook at it:")
     for line in info["dashboards"]:
         print(f"  {line}")
+
+
+def _print_front(config: SweepConfig, front: list[dict[str, Any]]) -> None:
+    names = [o.metric for o in config.search.all_objectives]
+    if not front:
+        print("no feasible trial completed: the Pareto front is empty")
+        return
+    print(f"Pareto front ({len(front)} trials; promote one with --trial N or --prefer METRIC):")
+    for member in sorted(front, key=lambda m: m["number"]):
+        figures = ", ".join(f"{n} = {v:.6g}" for n, v in zip(names, member["values"], strict=True))
+        print(f"  trial {member['number']}: {figures}")
 
 
 def run_sweep(

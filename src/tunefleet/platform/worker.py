@@ -47,8 +47,9 @@ from tunefleet.platform.store import Store
 from tunefleet.platform.sync import hand_over, replay_in_background
 from tunefleet.redaction import install_log_redaction, redact_text, secret_values, url_passwords
 from tunefleet.search.liveness import StaleClock, frozen_trial, heartbeat, taken_over
+from tunefleet.search.objectives import Judged, MissingMetric, judge
 from tunefleet.search.space import suggest_params
-from tunefleet.search.study import make_storage, open_study, pruning_report
+from tunefleet.search.study import make_storage, open_study, primary_study, pruning_report
 
 if TYPE_CHECKING:
     from tunefleet.trainers.run import TrialOutcome
@@ -86,6 +87,9 @@ class _Sweep:
     parent_run_id: str | None
     retries: Retries
     shutdown: _Shutdown
+    primary: optuna.Study | None = None
+    """A multi-objective sweep's primary study, whose twins are pruned on its first objective
+    (``search.study.primary_study``); None for a single-objective sweep."""
 
     @property
     def name(self) -> str:
@@ -102,6 +106,8 @@ class _Trial:
     """The sweep's config with this trial's params (and a retry's overrides) applied."""
     tracking: RunTracking
     attempt: Attempt
+    twin: optuna.Trial | None = None
+    """Its twin in the primary study (multi-objective sweeps), which its evaluations go to."""
 
     @property
     def number(self) -> int:
@@ -198,6 +204,7 @@ def _open_sweep(options: WorkerOptions) -> _Sweep:
         on_stale=retries,
     )
     study = open_study(config, storage=storage, worker=options.index)
+    primary = primary_study(config, storage=storage) if config.search.multi_objective else None
     return _Sweep(
         options,
         config,
@@ -207,6 +214,7 @@ def _open_sweep(options: WorkerOptions) -> _Sweep:
         parent_run_id=record.mlflow_parent_run_id,
         retries=retries,
         shutdown=_Shutdown(config.worker.grace_s),
+        primary=primary,
     )
 
 
@@ -328,7 +336,17 @@ def prepare(sweep: _Sweep, trial: optuna.Trial) -> _Trial | str:
         params=params,
         wandb_run_id=wandb_run_id,
     )
-    return _Trial(trial, params, config, tracking, attempt)
+    return _Trial(trial, params, config, tracking, attempt, twin=_twin(sweep, trial))
+
+
+def _twin(sweep: _Sweep, trial: optuna.Trial) -> optuna.Trial | None:
+    """A multi-objective trial's twin in the primary study, each naming the other."""
+    if sweep.primary is None:
+        return None
+    twin = sweep.primary.ask()
+    twin.set_user_attr("trial", trial.number)
+    trial.set_user_attr("twin", twin.number)
+    return twin
 
 
 def _take_over(
@@ -378,7 +396,7 @@ def train(sweep: _Sweep, asked: _Trial) -> TrialOutcome:
         checkpoint_dir=layout.checkpoint(sweep.name, logical),
         work_dir=layout.work_dir(sweep.name, asked.number),
         cache_dir=layout.token_cache,
-        report=pruning_report(asked.trial),
+        report=pruning_report(asked.twin or asked.trial),
         callbacks=[asked.tracking.callback],
         resume_dir=layout.resume_dir(sweep.name, logical),
         stop=sweep.shutdown.stop,
@@ -404,13 +422,15 @@ def finish(sweep: _Sweep, asked: _Trial, outcome: TrialOutcome) -> bool:
         return _fail(
             sweep, asked.trial, "failed", "no evaluation produced the metric", asked.params
         )
+    judged = None
+    if not outcome.pruned:
+        try:
+            judged = judge(asked.config, outcome.metrics, outcome.measured)
+        except MissingMetric as exc:
+            _end_tracking(sweep, asked, "FAILED")
+            return _fail(sweep, asked.trial, "failed", str(exc), asked.params)
     try:
-        if taken_over(sweep.study, asked.trial):
-            raise optuna.exceptions.UpdateFinishedTrialError(f"trial {asked.number} is finished")
-        if outcome.pruned:
-            sweep.study.tell(asked.trial, state=TrialState.PRUNED)
-        else:
-            sweep.study.tell(asked.trial, outcome.value)
+        _tell(sweep, asked, outcome, judged)
     except optuna.exceptions.UpdateFinishedTrialError:
         # This worker was taken for dead (stopped, or cut off from the database past
         # search.stale_after_s) and its trial re-queued: the retry owns the logical trial now.
@@ -431,8 +451,11 @@ def finish(sweep: _Sweep, asked: _Trial, outcome: TrialOutcome) -> bool:
         seconds=outcome.seconds,
         checkpoint=str(outcome.checkpoint) if complete and outcome.checkpoint else None,
         checkpoint_sha256=outcome.checkpoint_sha256 if complete else None,
+        measured=outcome.measured,
+        objective_values=judged.values if judged and sweep.config.search.multi_objective else None,
+        feasible=judged.feasible if judged else None,
     )
-    if complete and _update_best(sweep) == asked.number:
+    if complete and not sweep.config.search.multi_objective and _update_best(sweep) == asked.number:
         count = len(sweep.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         asked.tracking.report_best(
             trial=asked.number,
@@ -479,9 +502,47 @@ def _fail(
     return reason in RETRIED_REASONS
 
 
-def _update_best(sweep: _Sweep) -> int:
-    """Records the sweep's best trial; returns its number."""
-    best = sweep.study.best_trial
+def _tell(sweep: _Sweep, asked: _Trial, outcome: TrialOutcome, judged: Judged | None) -> None:
+    """Tell the study (and a multi-objective trial's twin) how the trial ended; a complete
+    trial's constraint violations are set first, so samplers and ``best_trial(s)`` see them."""
+    if taken_over(sweep.study, asked.trial):
+        raise optuna.exceptions.UpdateFinishedTrialError(f"trial {asked.number} is finished")
+    asked.trial.set_user_attr("measured", outcome.measured)
+    if judged is None:
+        sweep.study.tell(asked.trial, state=TrialState.PRUNED)
+        _close_twin(sweep, asked, TrialState.PRUNED)
+        return
+    for rule, violation in judged.violations.items():
+        asked.trial.set_constraint(rule, violation)
+    values = judged.values if sweep.config.search.multi_objective else outcome.value
+    sweep.study.tell(asked.trial, values)
+    _close_twin(sweep, asked, TrialState.COMPLETE, outcome.value)
+
+
+def _close_twin(
+    sweep: _Sweep, asked: _Trial, state: TrialState, value: float | None = None
+) -> None:
+    """End the twin as its trial ended (the primary study's pruner compares later trials with
+    complete and pruned twins); once told, later calls do nothing."""
+    if asked.twin is None or sweep.primary is None:
+        return
+    try:
+        if state == TrialState.COMPLETE:
+            sweep.primary.tell(asked.twin, value)
+        else:
+            sweep.primary.tell(asked.twin, state=state)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass
+    except ValueError:
+        pass  # told already in this process (Optuna's cache says so before the storage)
+
+
+def _update_best(sweep: _Sweep) -> int | None:
+    """Records the sweep's best trial; returns its number (None: no feasible trial yet)."""
+    try:
+        best = sweep.study.best_trial
+    except ValueError:
+        return None  # every complete trial broke a constraint
     record = sweep.store.trial(sweep.name, best.number)
     sweep.store.set_best(
         sweep.name,
@@ -497,6 +558,7 @@ def _end_tracking(sweep: _Sweep, asked: _Trial, status: str, *, interrupted: boo
     """Close the trial's telemetry (a bounded wait; a short one for a user's Ctrl-C, since the
     spool keeps the rest) and record the MLflow run id, which the bus thread created: it exists
     by now unless MLflow was down (then `tunefleet sync` records it)."""
+    _close_twin(sweep, asked, TrialState.FAIL)  # a no-op when finish has told it already
     asked.tracking.close(status, timeout_s=INTERRUPTED_WAIT_S if interrupted else None)
     # Not an Optuna user attr: the trial is told by now, and Optuna refuses changes after that.
     mlflow_run_id = asked.tracking.run_ids().get("mlflow")

@@ -235,14 +235,18 @@ def make_storage(
 def open_study(
     config: SweepConfig, *, storage: RDBStorage, worker: int = 0, create: bool = False
 ) -> optuna.Study:
+    """The sweep's study: one direction, or one per objective in a multi-objective sweep. With
+    ``create``, a multi-objective sweep's primary study (:func:`primary_study`) is created too."""
     sampler, pruner = make_sampler(config, worker=worker), make_pruner(config)
     if create:
+        if config.search.multi_objective:
+            primary_study(config, storage=storage, create=True)
         return optuna.create_study(
             study_name=config.name,
             storage=storage,
             sampler=sampler,
             pruner=pruner,
-            direction=config.search.direction,
+            directions=[o.direction for o in config.search.all_objectives],
             load_if_exists=True,
         )
     return optuna.load_study(
@@ -250,12 +254,43 @@ def open_study(
     )
 
 
+PRIMARY_SUFFIX = "#primary"
+"""A multi-objective sweep's primary study is named ``NAME#primary`` (``#`` is not allowed in
+sweep names, so it never meets a sweep's own study)."""
+
+
+def primary_study(
+    config: SweepConfig, *, storage: RDBStorage, create: bool = False
+) -> optuna.Study:
+    """Pruning on the first objective of a multi-objective sweep, which Optuna refuses
+    (``report`` raises on a multi-objective trial): each trial has a twin here, in a
+    single-objective study with the first objective's direction and the sweep's pruner, which
+    receives its evaluations and is told how it ended. The configured pruner thus decides on
+    the primary metric alone exactly as in a single-objective sweep, Hyperband's brackets and
+    ASHA's rungs included. Its twins hold no params: its sampler is never asked."""
+    name = config.name + PRIMARY_SUFFIX
+    sampler = optuna.samplers.RandomSampler(seed=config.search.seed)
+    pruner = make_pruner(config)
+    if create:
+        return optuna.create_study(
+            study_name=name,
+            storage=storage,
+            sampler=sampler,
+            pruner=pruner,
+            direction=config.search.direction,
+            load_if_exists=True,
+        )
+    return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+
+
 def pruning_report(trial: optuna.Trial) -> Callable[[int, float], bool]:
     """The training path's ``report``: each evaluation goes to the study's pruner as the
-    intermediate value at its epoch; True when the pruner would stop the trial there."""
+    intermediate value at its resource (the global step, or examples seen); True when the
+    pruner would stop the trial there. ``trial`` is a multi-objective trial's twin in the
+    primary study."""
 
-    def report(epoch: int, value: float) -> bool:
-        trial.report(value, epoch)
+    def report(resource: int, value: float) -> bool:
+        trial.report(value, resource)
         return trial.should_prune()
 
     return report

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import TrainingArguments
@@ -35,7 +37,7 @@ def training_arguments(
         # Non-reentrant checkpointing needs no input gradients, so frozen embeddings (peft) work.
         activation_checkpointing_kwargs={"use_reentrant": False},
         seed=train.seed,
-        eval_strategy="epoch",
+        **_evaluation_schedule(train, steps_per_epoch),
         save_strategy="no",  # BestCheckpointCallback keeps the one checkpoint worth keeping
         logging_strategy="steps",
         logging_steps=max(1, min(train.logging_steps, steps_per_epoch)),
@@ -48,6 +50,24 @@ def training_arguments(
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
     )
+
+
+def eval_interval(train: TrainConfig, steps_per_epoch: int) -> int:
+    """Optimizer steps between evaluations (``train.eval_every``; an epoch when unset)."""
+    every = train.eval_every
+    if every is None:
+        return steps_per_epoch
+    if isinstance(every, int):
+        return every
+    return max(1, math.ceil(every * steps_per_epoch))
+
+
+def _evaluation_schedule(train: TrainConfig, steps_per_epoch: int) -> dict[str, Any]:
+    # Trainer also evaluates at the last step under the steps strategy, so a trial always ends
+    # on an evaluation (the one the pruner never prunes).
+    if train.eval_every is None:
+        return {"eval_strategy": "epoch"}
+    return {"eval_strategy": "steps", "eval_steps": eval_interval(train, steps_per_epoch)}
 
 
 def check_precision(precision: str) -> None:

@@ -13,8 +13,9 @@ from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 Reporter = Callable[[int, float], bool]
-"""Called with (epoch, objective value) after each evaluation; True asks to stop (prune), which
-is granted at every evaluation but the trial's final one."""
+"""Called with (resource, objective value) after each evaluation, the resource being the global
+optimizer step times ``resource_per_step`` (1, or the examples an optimizer step trains on);
+True asks to stop (prune), which is granted at every evaluation but the trial's final one."""
 
 
 @dataclass
@@ -26,7 +27,9 @@ class _Best:
 
 
 class BestCheckpointCallback(TrainerCallback):
-    """Keeps the best evaluation's checkpoint and reports every evaluation for pruning.
+    """Keeps the best evaluation's checkpoint and reports every evaluation for pruning, at its
+    resource (the global step, or the examples trained on so far), so evaluations inside an
+    epoch (``train.eval_every``) are each a point of the pruner's curve.
 
     A trial at its final evaluation (the last step of training, or early stopping ending it
     here) is complete: it is not pruned, whatever ``report`` answers, and keeps its checkpoint.
@@ -45,9 +48,11 @@ class BestCheckpointCallback(TrainerCallback):
         report: Reporter | None,
         patience: int | None = None,
         folder: Path | None = None,
+        resource_per_step: int = 1,
     ) -> None:
         self.metric, self.maximize, self.write, self.report = metric, maximize, write, report
         self.patience = patience
+        self.resource_per_step = resource_per_step
         self.folder = folder
         self.best = _Best()
         self.pruned = False
@@ -84,7 +89,8 @@ class BestCheckpointCallback(TrainerCallback):
         final = _final_evaluation(state, control)
         # Every evaluation is reported (the pruner compares later trials with it), but the final
         # one is never pruned: its compute is spent, and pruning would only discard its result.
-        if self.report is not None and self.report(round(epoch), value) and not final:
+        resource = state.global_step * self.resource_per_step
+        if self.report is not None and self.report(resource, value) and not final:
             self.pruned = True
             control.should_training_stop = True
 

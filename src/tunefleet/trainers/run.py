@@ -15,7 +15,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from transformers import (
     set_seed,
 )
 
-from tunefleet.config import SweepConfig
+from tunefleet.config import SweepConfig, parse_constraint
 from tunefleet.errors import ConfigError
 from tunefleet.trainers.arguments import training_arguments
 from tunefleet.trainers.callbacks import BestCheckpointCallback, Reporter
@@ -40,6 +40,7 @@ from tunefleet.trainers.data import Splits, Table, load_splits
 from tunefleet.trainers.device import check_weights
 from tunefleet.trainers.evaluation import EvaluationRecorder, score_checkpoint
 from tunefleet.trainers.gradients import GradientGroups, GradientNormLogger
+from tunefleet.trainers.measures import count_parameters, fixed_batch, folder_mb, latency_ms
 from tunefleet.trainers.methods import Method, get_method
 from tunefleet.trainers.model import load_classifier, load_tokenizer, resolve_model
 from tunefleet.trainers.optimization import (
@@ -77,6 +78,9 @@ class TrialOutcome:
     pruned: bool = False
     trainable_parameters: int = 0
     total_parameters: int = 0
+    measured: dict[str, float] = field(default_factory=dict)
+    """trainable_params, total_params, train_seconds, and for a trial that finished with a
+    checkpoint checkpoint_mb and (when an objective or constraint names it) latency_ms."""
 
 
 class TrialPruned(Exception):
@@ -87,11 +91,6 @@ class TrialPruned(Exception):
             f"pruned after epoch {outcome.history[-1].get('epoch') if outcome.history else 0}"
         )
         self.outcome = outcome
-
-
-def count_parameters(model: nn.Module) -> tuple[int, int]:
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, sum(p.numel() for p in model.parameters())
 
 
 @dataclass(frozen=True)
@@ -157,6 +156,8 @@ def run_trial(config: SweepConfig, request: TrialRequest) -> TrialOutcome:
         outcome = _outcome(
             config, request, model, splits, checkpoint, trainer.state.log_history, started=started
         )
+        if not outcome.pruned:
+            outcome.measured.update(_measure(config, model, data, outcome))
     except StopRequested as stop:
         history = trainer.state.log_history
         so_far = _outcome(
@@ -245,7 +246,15 @@ def _setup_checkpoint(
         write=_checkpoint_writer(config, request, model, splits, evaluations),
         patience=config.train.early_stopping.patience if config.train.early_stopping else None,
         folder=request.checkpoint_dir,
+        resource_per_step=_resource_per_step(config),
     )
+
+
+def _resource_per_step(config: SweepConfig) -> int:
+    """What one optimizer step adds to the pruner's resource (``search.pruning.resource``)."""
+    if config.search.pruning.resource == "steps":
+        return 1
+    return config.train.batch_size * config.train.gradient_accumulation_steps
 
 
 def _setup_trainer(
@@ -339,6 +348,7 @@ def _outcome(
         )
     # Counted after training: gradual unfreezing ends with more trainable than it starts.
     trainable, total = count_parameters(model.module)
+    seconds = time.perf_counter() - started
     return TrialOutcome(
         value=best.value,
         best_epoch=best.epoch,
@@ -346,11 +356,41 @@ def _outcome(
         history=[_finite(entry) for entry in log_history],
         checkpoint=request.checkpoint_dir if best.hashes is not None else None,
         checkpoint_sha256=best.hashes,
-        seconds=time.perf_counter() - started,
+        seconds=seconds,
         pruned=checkpoint.pruned,
         trainable_parameters=trainable,
         total_parameters=total,
+        measured={
+            "trainable_params": float(trainable),
+            "total_params": float(total),
+            "train_seconds": seconds,
+        },
     )
+
+
+def _measure(
+    config: SweepConfig, model: _Model, data: _Data, outcome: TrialOutcome
+) -> dict[str, float]:
+    """What a finished trial adds to its measured figures: its checkpoint's size, and its
+    latency when an objective or constraint asks for it (it costs forward passes)."""
+    measured: dict[str, float] = {}
+    if outcome.checkpoint is not None:
+        measured["checkpoint_mb"] = folder_mb(outcome.checkpoint)
+    if "latency_ms" in wanted_measures(config):
+        settings = config.search.latency
+        batch = fixed_batch(
+            data.eval, DataCollatorWithPadding(model.tokenizer), settings.batch_size
+        )
+        measured["latency_ms"] = latency_ms(model.module, batch, settings)
+    return measured
+
+
+def wanted_measures(config: SweepConfig) -> set[str]:
+    """The measured figures an objective or a constraint names."""
+    search = config.search
+    names = {o.metric for o in search.all_objectives}
+    names.update(parse_constraint(rule).metric for rule in search.constraints)
+    return names
 
 
 def _target_texts(splits: Splits, method: Method) -> tuple[str, ...]:

@@ -131,8 +131,13 @@ class TunefleetTrainer(Trainer):
         finishing = (
             self.control.should_training_stop or self.state.global_step >= self.state.max_steps
         )
-        # An epoch's last step, its evaluation still to come in the call after on_epoch_end.
-        before_evaluation = not evaluating and float(self.state.epoch or 0.0).is_integer()
+        # An epoch's last step, its evaluation still to come in the call after on_epoch_end
+        # (only evaluations per epoch come then; step-based ones come with their step).
+        before_evaluation = (
+            self.args.eval_strategy == "epoch"
+            and not evaluating
+            and float(self.state.epoch or 0.0).is_integer()
+        )
         stopping = resumable.stop_requested() and not finishing and not before_evaluation
         if resumable.folder is not None and (evaluating or stopping):
             self.save_resumable(resumable.folder, resumable.record())
