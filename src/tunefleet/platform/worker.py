@@ -49,6 +49,7 @@ from tunefleet.redaction import install_log_redaction, redact_text, secret_value
 from tunefleet.search.liveness import StaleClock, frozen_trial, heartbeat, taken_over
 from tunefleet.search.space import suggest_params
 from tunefleet.search.study import make_storage, open_study, pruning_report
+from tunefleet.search.warm_start import best_own, own_trials
 
 if TYPE_CHECKING:
     from tunefleet.trainers.run import TrialOutcome
@@ -433,7 +434,7 @@ def finish(sweep: _Sweep, asked: _Trial, outcome: TrialOutcome) -> bool:
         checkpoint_sha256=outcome.checkpoint_sha256 if complete else None,
     )
     if complete and _update_best(sweep) == asked.number:
-        count = len(sweep.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        count = len(own_trials(sweep.study, states=(TrialState.COMPLETE,)))
         asked.tracking.report_best(
             trial=asked.number,
             value=float(outcome.value or 0.0),
@@ -479,9 +480,12 @@ def _fail(
     return reason in RETRIED_REASONS
 
 
-def _update_best(sweep: _Sweep) -> int:
-    """Records the sweep's best trial; returns its number."""
-    best = sweep.study.best_trial
+def _update_best(sweep: _Sweep) -> int | None:
+    """Records the sweep's best trial; returns its number. Never a history trial
+    (``search.warm_start``): it has no checkpoint here."""
+    best = best_own(sweep.study)
+    if best is None:
+        return None
     record = sweep.store.trial(sweep.name, best.number)
     sweep.store.set_best(
         sweep.name,
