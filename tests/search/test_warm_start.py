@@ -19,7 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from support.cli import run_cli
 from support.configs import write_config
-from tunefleet.config import SweepConfig, parse_config
+from tunefleet.config import SweepConfig, flatten, parse_config
 from tunefleet.errors import ConfigError
 from tunefleet.platform import cli
 from tunefleet.platform.launcher import prepare_sweep, progress_line, store_has_complete
@@ -31,6 +31,7 @@ from tunefleet.search.space import suggest_params
 from tunefleet.search.study import make_storage, open_study
 from tunefleet.search.warm_start import (
     STUDY_ATTR,
+    fit,
     is_history,
     own_trials,
     ranked,
@@ -155,6 +156,65 @@ def test_top_k_enqueues_the_best_trials_that_fit_and_says_why_others_are_skipped
 def _targets(params: dict[str, Any]) -> dict[str, Any]:
     key = "train.lora.target_modules"
     return {key: json.loads(params[key])} if key in params else {}
+
+
+@pytest.mark.parametrize(
+    ("space", "params", "expected"),
+    [
+        (
+            {"train.batch_size": {"low": 8, "high": 32, "step": 8}},
+            {"train.batch_size": 12},
+            "train.batch_size = 12 is not on the grid of 8..32 step 8 (from 8 by 8)",
+        ),
+        (
+            {"train.batch_size": {"low": 8, "high": 32, "step": 8}},
+            {"train.batch_size": 24},
+            {"train.batch_size": 24},
+        ),
+        (
+            {"train.epochs": {"low": 1, "high": 3}},
+            {"train.epochs": 2.5},
+            "train.epochs = 2.5 is not an integer",
+        ),
+        (
+            {"train.learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}},
+            {"train.learning_rate": 1e-3, "train.weight_decay": 0.05},
+            "train.weight_decay = 0.05 is not searched here (fixed at 0.0)",
+        ),
+        (
+            {"train.learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}},
+            {"train.learning_rate": 1e-3, "train.weight_decay": 0.0},
+            {"train.learning_rate": 1e-3},
+        ),
+        (  # the config's method is full: a lora rank is never drawn here, whatever it was
+            {"train.lora.r": {"choices": [2, 4]}},
+            {"train.lora.r": 16, "train.learning_rate": 2e-5},
+            {},
+        ),
+        (
+            {"train.method": {"choices": ["full", "lora"]}, "train.lora.r": {"choices": [2, 4]}},
+            {"train.method": "lora", "train.lora.r": 16},
+            "train.lora.r = 16 is not among the choices [2, 4]",
+        ),
+        (
+            {"train.lora.target_modules": {"choices": [["query"], ["key"]]}},
+            {"train.lora.target_modules": json.dumps(["query"])},
+            {"train.lora.target_modules": json.dumps(["query"])},
+        ),
+    ],
+)
+def test_fit_says_which_path_and_value_and_what_this_space_allows(
+    tiny_model: Path,
+    sentiment_csv: Path,
+    space: dict[str, Any],
+    params: dict[str, Any],
+    expected: Any,
+) -> None:
+    config = sweep_config(tiny_model, sentiment_csv, "new", space)
+    fixed = flatten(config.model_dump(mode="json", by_alias=True))
+    got, why = fit(params, config, fixed=fixed)
+    assert (why if isinstance(expected, str) else got) == expected
+    assert why is None or got == {}
 
 
 def test_top_k_ranks_a_multi_objective_sweep_front_first(

@@ -264,7 +264,9 @@ def enqueue_top_k(
             break
         params, why = fit(trial.params, config, fixed=fixed)
         key = json.dumps(params, sort_keys=True)
-        if why is None and key in enqueued:
+        if why is None and not params:
+            why = "none of its params is searched here"
+        elif why is None and key in enqueued:
             why = f"the same params as its trial {enqueued[key]}, already enqueued"
         if why is not None:
             say(f"warm start: trial {trial.number} of {warm.name!r} skipped: {why}")
