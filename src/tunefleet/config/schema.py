@@ -442,15 +442,24 @@ class WarmStartConfig(Strict):
     from_: str = Field(
         alias="from",
         pattern=NAME_PATTERN,
-        description="The earlier sweep, in the same --db, to start from.",
+        description="The earlier sweep, in the same --db, to start from (once: a resumed sweep "
+        "does not start from it again).",
     )
     mode: Literal["top_k", "history"] = Field(
         "top_k",
-        description="top_k: enqueue the params of its top_k complete trials (those outside this "
-        "space are skipped, with a line saying why); history: give its finished trials to this "
-        "sweep's sampler as if run here (the same space required).",
+        description="top_k: enqueue the params of its best top_k complete trials that fit this "
+        "space (each one outside it is skipped, with a line saying why); they run first and count "
+        "in search.trials. history: give its complete trials (and pruned ones, with their "
+        "evaluations, where train, data and pruning settings are the same) to this sweep's "
+        "sampler; the same space and objectives required; they count neither in search.trials "
+        "nor as this sweep's trials or best.",
     )
-    top_k: int = Field(5, ge=1, le=1000, description="top_k: how many of its best to enqueue.")
+    top_k: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="top_k: how many of its best to enqueue (at most search.trials).",
+    )
 
 
 class BudgetConfig(Strict):

@@ -287,6 +287,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if info["eta_s"] is not None:
         line += f"; budget {info['budget']}, ETA {duration(info['eta_s'])}"
     print(line)
+    if info["history"]:
+        print(f"+ {info['history']['trials']} trials of history from {info['history']['from']}")
     print(table(view))
     return 0
 

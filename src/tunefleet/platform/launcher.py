@@ -43,6 +43,7 @@ from tunefleet.redaction import (
 )
 from tunefleet.search.liveness import StaleClock, fail_stale_trials, fail_trial
 from tunefleet.search.study import grid_size, make_storage, open_study
+from tunefleet.search.warm_start import WarmStart, best_own, own_trials, plan
 from tunefleet.tracking.mlflow_sink import fail_fast_http
 
 if TYPE_CHECKING:
@@ -187,16 +188,33 @@ def prepare_sweep(config: SweepConfig, layout: Layout, db_url: str) -> Store:
     existing = store.find_sweep(config.name)
     if existing is not None:
         _refuse_changed(config, SweepConfig.model_validate(existing.config))
-    open_study(config, storage=make_storage(db_url), create=True)
+    warm = _warm_start(config, store, db_url)  # refused before anything is recorded
+    study = open_study(config, storage=make_storage(db_url), create=True)
     record = store.create_sweep(
         config.name, config=config.model_dump(mode="json"), budget=config.search.trials
     )
     store.set_budget(config.name, budget=budget(config))
+    if warm is not None:
+        warm.apply(study, config, limit=budget(config), say=lambda line: print(line, flush=True))
     ids = _sweep_tracking(config, layout, record.mlflow_parent_run_id)
     if ids is not None:
         store.set_mlflow_ids(config.name, experiment_id=ids[0], parent_run_id=ids[1])
     recover(store, config, db_url, layout=layout)
     return store
+
+
+def _warm_start(config: SweepConfig, store: Store, db_url: str) -> WarmStart | None:
+    """``search.warm_start`` checked against the earlier sweep in this ``--db`` (None: a cold
+    start, or a resumed sweep that was warm-started already)."""
+    if config.search.warm_start is None:
+        return None
+    record = store.find_sweep(config.search.warm_start.from_)
+    return plan(
+        config,
+        sweeps=store.sweep_names(),
+        source=None if record is None else SweepConfig.model_validate(record.config),
+        storage=make_storage(db_url),
+    )
 
 
 def _sweep_tracking(
@@ -268,7 +286,8 @@ def recover(store: Store, config: SweepConfig, db_url: str, *, layout: Layout) -
     requeue_dead_workers(study, store, config, layout=layout)
     fail_stale_trials(study)
     counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-    store.set_claimed(config.name, claimed=len(study.get_trials(deepcopy=False, states=counted)))
+    # History trials (search.warm_start) are in the study but were never run by this sweep.
+    store.set_claimed(config.name, claimed=len(own_trials(study, states=counted)))
 
 
 def requeue_dead_workers(
@@ -453,7 +472,7 @@ class LocalFleet(Fleet):
 
 
 def progress_line(study: optuna.Study, budget: int, started: float) -> str:
-    trials = study.get_trials(deepcopy=False)
+    trials = own_trials(study)
     count = {state: sum(t.state == state for t in trials) for state in TrialState}
     done = count[TrialState.COMPLETE] + count[TrialState.PRUNED]
     line = (
@@ -463,12 +482,12 @@ def progress_line(study: optuna.Study, budget: int, started: float) -> str:
     )
     if count[TrialState.COMPLETE] and len(study.directions) > 1:
         line += f" · Pareto front {len(study.best_trials)}"
+        return line
+    best = best_own(study)
+    if best is not None:
+        line += f" · best {best.values[0]:.4f} (trial {best.number})"
     elif count[TrialState.COMPLETE]:
-        try:
-            best = study.best_trial
-        except ValueError:
-            return line + " · no feasible trial yet"
-        line += f" · best {best.value:.4f} (trial {best.number})"
+        line += " · no feasible trial yet"
     return line
 
 
@@ -479,7 +498,7 @@ PROGRESS_EVERY_S = 5.0
 def live_progress(fleet: Fleet, budget: int) -> str:
     """The running trials' steps and ETAs and the sweep's ETA (``platform.progress``)."""
     records = {r.number: r for r in fleet.store.trials(fleet.config.name)}
-    trials = fleet.study.get_trials(deepcopy=False)
+    trials = own_trials(fleet.study)
     return sweep_progress(trials, records, budget=budget, workers=len(fleet.procs)).line()
 
 
@@ -734,4 +753,4 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def store_has_complete(study: optuna.Study) -> bool:
-    return bool(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    return bool(own_trials(study, states=(TrialState.COMPLETE,)))

@@ -15,6 +15,7 @@ from tunefleet.errors import NotFoundError
 from tunefleet.platform.progress import Running, SweepProgress, duration, sweep_progress
 from tunefleet.platform.store import Store, TrialRecord
 from tunefleet.search.study import make_storage
+from tunefleet.search.warm_start import OwnTrialsStudy, best_own, history_summary
 
 
 @dataclass(frozen=True)
@@ -29,14 +30,15 @@ class SweepView:
         return self.study.get_trials(deepcopy=False)
 
     def best(self) -> FrozenTrial | None:
-        complete = [t for t in self.trials if t.state == TrialState.COMPLETE]
-        return self.study.best_trial if complete else None
+        return best_own(self.study)
 
 
 def open_view(store: Store, name: str, db_url: str) -> SweepView:
     sweep = store.get_sweep(name)
     try:
-        study = optuna.load_study(study_name=name, storage=make_storage(db_url))
+        # Without the trials copied from an earlier sweep (search.warm_start: history): every
+        # count, plot and best shown is this sweep's own.
+        study: optuna.Study = OwnTrialsStudy(study_name=name, storage=make_storage(db_url))
     except KeyError:
         raise NotFoundError(f"no Optuna study named {name!r} in {db_url}") from None
     return SweepView(
@@ -101,6 +103,7 @@ def status_json(view: SweepView) -> dict[str, Any]:
         "budget": view.budget,
         "eta_s": now.eta_s,
         "trials": [trial_json(view, t, runs.get(t.number)) for t in view.trials],
+        "history": history_json(view),
         "best": None
         if best is None
         else {
@@ -110,6 +113,12 @@ def status_json(view: SweepView) -> dict[str, Any]:
             "checkpoint": record.checkpoint if record else None,
         },
     }
+
+
+def history_json(view: SweepView) -> dict[str, Any] | None:
+    """The earlier sweep's trials the sampler was given (search.warm_start: history)."""
+    history = history_summary(view.study)
+    return None if history is None else {"from": history[0], "trials": history[1]}
 
 
 def sorted_trials(view: SweepView) -> list[FrozenTrial]:

@@ -50,6 +50,7 @@ from tunefleet.search.liveness import StaleClock, frozen_trial, heartbeat, taken
 from tunefleet.search.objectives import Judged, MissingMetric, judge
 from tunefleet.search.space import suggest_params
 from tunefleet.search.study import make_storage, open_study, primary_study, pruning_report
+from tunefleet.search.warm_start import best_own, own_trials
 
 if TYPE_CHECKING:
     from tunefleet.trainers.run import TrialOutcome
@@ -456,7 +457,7 @@ def finish(sweep: _Sweep, asked: _Trial, outcome: TrialOutcome) -> bool:
         feasible=judged.feasible if judged else None,
     )
     if complete and not sweep.config.search.multi_objective and _update_best(sweep) == asked.number:
-        count = len(sweep.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        count = len(own_trials(sweep.study, states=(TrialState.COMPLETE,)))
         asked.tracking.report_best(
             trial=asked.number,
             value=float(outcome.value or 0.0),
@@ -538,11 +539,11 @@ def _close_twin(
 
 
 def _update_best(sweep: _Sweep) -> int | None:
-    """Records the sweep's best trial; returns its number (None: no feasible trial yet)."""
-    try:
-        best = sweep.study.best_trial
-    except ValueError:
-        return None  # every complete trial broke a constraint
+    """Records the sweep's best trial; returns its number (None: no feasible trial yet). Never
+    a history trial (``search.warm_start``): it has no checkpoint here."""
+    best = best_own(sweep.study)
+    if best is None:
+        return None
     record = sweep.store.trial(sweep.name, best.number)
     sweep.store.set_best(
         sweep.name,
