@@ -461,7 +461,10 @@ def progress_line(study: optuna.Study, budget: int, started: float) -> str:
         f" · running {count[TrialState.RUNNING]}"
         f" · pruned {count[TrialState.PRUNED]} · failed {count[TrialState.FAIL]}"
     )
-    if count[TrialState.COMPLETE]:
+    if count[TrialState.COMPLETE] and len(study.directions) > 1:
+        # Several objectives have a front, not a best (best_trial raises there).
+        line += f" · front {len(study.best_trials)}"
+    elif count[TrialState.COMPLETE]:
         best = study.best_trial
         line += f" · best {best.value:.4f} (trial {best.number})"
     return line
