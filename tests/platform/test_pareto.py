@@ -474,6 +474,10 @@ def test_promote_without_a_choice_lists_the_front(
     )
     code, _out, err = _cli(capsys, "promote", sweep.name, "--out", str(sweep.out), "--trial", "4")
     assert code == 2 and "has no checkpoint to promote (state PRUNED)" in err
+    code, _out, err = _cli(
+        capsys, "promote", sweep.name, "--out", str(sweep.out), "--trial", "7", "--prefer", "x"
+    )
+    assert code == 2 and "pass either --trial N or --prefer METRIC, not both" in err
     assert _promotions(sweep) == {}
 
 
