@@ -311,7 +311,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
     store = _existing_store(args)
     layout, db = _layout_db(args)
     view = open_view(store, args.name, db)
-    print(describe(promote(view, store, layout, trial=args.trial, alias=args.alias)))
+    outcome = promote(view, store, layout, trial=args.trial, alias=args.alias, prefer=args.prefer)
+    print(describe(outcome))
     return 0
 
 
@@ -476,6 +477,12 @@ COMMAND_TABLE: tuple[Command, ...] = (
         args=(
             *SWEEP_ARGS,
             arg("--trial", type=int, help="promote this trial instead of the best"),
+            arg(
+                "--prefer",
+                metavar="METRIC",
+                help="multi-objective sweeps: promote the Pareto front member best in this "
+                "objective (ties: the first objective); one of --trial or --prefer is needed there",
+            ),
             arg("--alias", default="champion", help="registry alias (default: champion)"),
         ),
     ),

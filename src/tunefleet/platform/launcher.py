@@ -24,6 +24,7 @@ from tunefleet.config import SweepConfig, flatten
 from tunefleet.errors import ConfigError, TunefleetError
 from tunefleet.platform.checks import check_sweep
 from tunefleet.platform.layout import Layout, mlflow_tracking_uri
+from tunefleet.platform.pareto import front_of
 from tunefleet.platform.progress import sweep_progress
 from tunefleet.platform.quiet import quiet_libraries
 from tunefleet.platform.retries import Retries, failure_stop
@@ -481,7 +482,8 @@ def progress_line(study: optuna.Study, budget: int, started: float) -> str:
         f" · pruned {count[TrialState.PRUNED]} · failed {count[TrialState.FAIL]}"
     )
     if count[TrialState.COMPLETE] and len(study.directions) > 1:
-        line += f" · Pareto front {len(study.best_trials)}"
+        # Several objectives have a front, not a best (best_trial raises there).
+        line += f" · front {len(study.best_trials)}"
         return line
     best = best_own(study)
     if best is not None:
@@ -549,34 +551,27 @@ def summary(config: SweepConfig, store: Store, layout: Layout, db_url: str) -> d
             "checkpoint": best.checkpoint,
             "metrics": trial.metrics if trial else {},
         },
-        "front": _front(config, store),
+        "front": _front(config, db_url),
         "dashboards": dashboards(config, layout, db_url),
     }
 
 
-def _front(config: SweepConfig, store: Store) -> list[dict[str, Any]] | None:
-    """A multi-objective sweep's Pareto front (feasible complete trials no other dominates),
-    from the store's records; None for a single-objective sweep."""
+def _front(config: SweepConfig, db_url: str) -> list[dict[str, Any]] | None:
+    """A multi-objective sweep's Pareto front (``platform.pareto``), best in the first
+    objective first; None for a single-objective sweep."""
     if not config.search.multi_objective:
         return None
-    objectives = config.search.all_objectives
-    signs = [1.0 if o.direction == "maximize" else -1.0 for o in objectives]
-    done = [
-        t
-        for t in store.trials(config.name)
-        if t.state == "COMPLETE" and t.objective_values is not None and t.feasible is not False
+    storage = make_storage(db_url)
+    try:
+        study = optuna.load_study(study_name=config.name, storage=storage)
+        front = front_of(own_trials(study), config.search.all_objectives)
+        params = {t.number: t.params for t in study.get_trials(deepcopy=False)}
+    finally:
+        storage.remove_session()
+        storage.engine.dispose()
+    return [
+        {"number": n, "values": list(front.values[n]), "params": params[n]} for n in front.members
     ]
-
-    def dominates(a: list[float], b: list[float]) -> bool:
-        pairs = [(s * x, s * y) for s, x, y in zip(signs, a, b, strict=True)]
-        return all(x >= y for x, y in pairs) and any(x > y for x, y in pairs)
-
-    front = [
-        t
-        for t in done
-        if not any(dominates(o.objective_values or [], t.objective_values or []) for o in done)
-    ]
-    return [{"number": t.number, "values": t.objective_values, "params": t.params} for t in front]
 
 
 def dashboards(config: SweepConfig, layout: Layout, db_url: str) -> list[str]:
@@ -621,7 +616,7 @@ def _print_front(config: SweepConfig, front: list[dict[str, Any]]) -> None:
         print("no feasible trial completed: the Pareto front is empty")
         return
     print(f"Pareto front ({len(front)} trials; promote one with --trial N or --prefer METRIC):")
-    for member in sorted(front, key=lambda m: m["number"]):
+    for member in front:
         figures = ", ".join(f"{n} = {v:.6g}" for n, v in zip(names, member["values"], strict=True))
         print(f"  trial {member['number']}: {figures}")
 

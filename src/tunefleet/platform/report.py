@@ -2,7 +2,8 @@
 
 The report is a single file that opens offline: plotly.js is inlined once, and nothing is
 fetched from the network. Only optuna and plotly are imported, so a report can be rendered on a
-machine without torch.
+machine without torch. A multi-objective study's report draws its Pareto front as inline SVG
+(``platform.report_front``): a scatter for two objectives, parallel coordinates for more.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ import optuna.visualization as ov
 import plotly.graph_objects as go
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, TrialState
+
+from tunefleet.config import Objective
+from tunefleet.platform.pareto import Front, front_of
+from tunefleet.platform.report_front import FRONT_CSS, front_svg
 
 __all__ = ["TrialCurve", "render_html", "write_html"]
 
@@ -45,7 +50,7 @@ table.trials{border-collapse:collapse;font-size:.9rem;margin:1rem 0}
 table.trials th,table.trials td{border:1px solid #ccc;padding:.25rem .6rem;text-align:right}
 table.trials th{background:#f2f4f8;cursor:default}
 table.trials th.sorted::after{content:" \\25B2"}
-table.trials tr.best td{background:#eef8ee;font-weight:600}
+table.trials tr.best td,table.trials tr.front td{background:#eef8ee;font-weight:600}
 table.trials td.state{text-align:left}
 .note{color:#7a5b00;background:#fff8e1;border-left:4px solid #f0c000;padding:.5rem .8rem}
 section{margin:2rem 0}
@@ -70,6 +75,8 @@ class _Section:
     div_id: str
     figure: Any | None  # plotly's Figure is untyped
     note: str | None = None
+    html: str | None = None
+    """Markup drawn without plotly (the Pareto front's SVG)."""
 
 
 def render_html(
@@ -79,8 +86,15 @@ def render_html(
     metric: str,
     direction: str,
     curves: Sequence[TrialCurve],
+    objectives: Sequence[tuple[str, str]] = (),
 ) -> str:
-    """Render the comparison report of ``study`` as one self-contained HTML document."""
+    """Render the comparison report of ``study`` as one self-contained HTML document.
+
+    A multi-objective study needs ``objectives``, (metric, direction) in the study's order;
+    ``metric`` is then the first one's, and the front replaces the best trial."""
+    if len(study.directions) > 1:
+        front = front_of(study.get_trials(deepcopy=False), _check_objectives(study, objectives))
+        return _document(title, _multi_body(study, front, title=title, curves=curves))
     direction = _check_direction(study, direction)
     trials = _sort_trials(study.get_trials(deepcopy=False), direction)
     param_names = _param_names(trials)
@@ -97,11 +111,136 @@ def render_html(
         _table_html(trials, param_names),
         _sections_html(sections),
     ]
+    return _document(title, body)
+
+
+def _document(title: str, body: Sequence[str]) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        f"<title>{_esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        f"<title>{_esc(title)}</title>\n<style>{_CSS}{FRONT_CSS}</style>\n</head>\n<body>\n"
         + "\n".join(body)
         + "\n</body>\n</html>\n"
+    )
+
+
+def _check_objectives(
+    study: optuna.Study, objectives: Sequence[tuple[str, str]]
+) -> list[Objective]:
+    wanted = [d.name.lower() for d in study.directions]
+    given = [direction.strip().lower() for _, direction in objectives]
+    if given != wanted:
+        raise ValueError(
+            f"objectives' directions {given} disagree with the study's {wanted}: pass "
+            "(metric, direction) for each of the study's objectives, in order"
+        )
+    return [Objective(metric=m, direction=d) for (m, _), d in zip(objectives, given, strict=True)]
+
+
+def _multi_body(
+    study: optuna.Study, front: Front, *, title: str, curves: Sequence[TrialCurve]
+) -> list[str]:
+    """A multi-objective report: the front first; Optuna's plots judge the first objective."""
+    trials = _front_sorted(study.get_trials(deepcopy=False), front)
+    param_names = _param_names(trials)
+    primary = front.objectives[0].metric
+    target = _first_value
+    sections = [
+        _Section("Pareto front", "tf-pareto", None, *_front_parts(front)),
+        _history_section(study, target=target, target_name=primary),
+        _parallel_section(study, param_names, target=target, target_name=primary),
+        _importances_section(study, target=target, target_name=primary),
+        _loss_section(curves),
+    ]
+    if any(c.eval_points for c in curves):
+        sections.append(_eval_section(curves, primary))
+    return [
+        _front_header_html(trials, front, title=title),
+        _front_table_html(trials, front, param_names),
+        _sections_html(sections),
+    ]
+
+
+def _first_value(trial: FrozenTrial) -> float:
+    return float(trial.values[0])
+
+
+def _front_parts(front: Front) -> tuple[str | None, str | None]:
+    """(note, svg) of the front section."""
+    if not front.ranks:
+        return ("No feasible complete trial yet: the front is empty.", None)
+    return front_svg(front)
+
+
+def _front_sorted(trials: Sequence[FrozenTrial], front: Front) -> list[FrozenTrial]:
+    def key(t: FrozenTrial) -> tuple[int, int, float, int]:
+        if t.number in front.ranks:
+            return (0, *front.order_key(t.number))
+        if t.number in front.infeasible:
+            return (1, 0, 0.0, t.number)
+        return (2 + _STATE_RANK.get(t.state, 2), 0, 0.0, t.number)
+
+    return sorted(trials, key=key)
+
+
+def _front_header_html(trials: Sequence[FrozenTrial], front: Front, *, title: str) -> str:
+    counts = Counter(t.state.name for t in trials)
+    count_text = ", ".join(f"{_esc(state)}: {n}" for state, n in sorted(counts.items()))
+    objectives = ", ".join(
+        f"<b>{_esc(o.metric)}</b> ({_esc(o.direction)})" for o in front.objectives
+    )
+    members = front.members
+    if members:
+        front_html = (
+            f'<p class="best">Pareto front: {len(members)} trial(s): '
+            + ", ".join(f"<b>#{n}</b>" for n in members)
+            + "</p>"
+        )
+    else:
+        front_html = '<p class="note">No feasible complete trial yet.</p>'
+    infeasible = (
+        f'<p class="meta">Infeasible (a constraint broken): '
+        f"{', '.join(f'#{n}' for n in sorted(front.infeasible))}</p>\n"
+        if front.infeasible
+        else ""
+    )
+    return (
+        f"<header>\n<h1>{_esc(title)}</h1>\n"
+        f'<p class="meta">Objectives: {objectives}</p>\n'
+        f'<p class="counts">{len(trials)} trials — {count_text or "none"}</p>\n'
+        f"{front_html}\n{infeasible}</header>"
+    )
+
+
+def _front_table_html(
+    trials: Sequence[FrozenTrial], front: Front, param_names: Sequence[str]
+) -> str:
+    head_cells = ["<th>number</th>", "<th>state</th>", "<th>front</th>"]
+    head_cells += [f"<th>{_esc(o.metric)}</th>" for o in front.objectives]
+    head_cells += [f"<th>{_esc(name)}</th>" for name in param_names]
+    rows = []
+    for t in trials:
+        on_front = front.on_front(t.number)
+        marker = "*" if on_front else ("infeasible" if t.number in front.infeasible else "")
+        values = t.values if t.state == TrialState.COMPLETE and t.values else []
+        cells = [
+            f"<td>{t.number}</td>",
+            f'<td class="state">{_esc(t.state.name)}</td>',
+            f"<td>{marker}</td>",
+        ]
+        cells += [
+            f"<td>{_esc(_fmt(values[i] if values else None))}</td>"
+            for i in range(len(front.objectives))
+        ]
+        cells += [f"<td>{_esc(_fmt(t.params.get(name)))}</td>" for name in param_names]
+        cls = ' class="front"' if on_front else ""
+        rows.append(
+            f'<tr data-number="{t.number}" data-front="{str(on_front).lower()}"{cls}>'
+            f"{''.join(cells)}</tr>"
+        )
+    return (
+        '<section>\n<h2>Trials (front first)</h2>\n<table class="trials">\n'
+        f"<thead><tr>{''.join(head_cells)}</tr></thead>\n"
+        f"<tbody>\n{chr(10).join(rows)}\n</tbody>\n</table>\n</section>"
     )
 
 
@@ -113,10 +252,18 @@ def write_html(
     metric: str,
     direction: str,
     curves: Sequence[TrialCurve],
+    objectives: Sequence[tuple[str, str]] = (),
 ) -> Path:
     """Write :func:`render_html`'s output to ``path``, creating parent directories."""
     out = Path(path)
-    text = render_html(study=study, title=title, metric=metric, direction=direction, curves=curves)
+    text = render_html(
+        study=study,
+        title=title,
+        metric=metric,
+        direction=direction,
+        curves=curves,
+        objectives=objectives,
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     return out
@@ -249,20 +396,41 @@ def _safe_figure(
     return _Section(heading, div_id, figure)
 
 
-def _history_section(study: optuna.Study) -> _Section:
+Target = Callable[[FrozenTrial], float] | None
+"""What Optuna's plots show of a trial: None for a single-objective study's value; a
+multi-objective study's plots are drawn on its first objective."""
+
+
+def _history_section(
+    study: optuna.Study, *, target: Target = None, target_name: str = "Objective Value"
+) -> _Section:
     heading, div_id = "Optimization history", "tf-history"
     if not _complete(study):
         return _Section(heading, div_id, None, "No complete trials yet.")
-    return _safe_figure(heading, div_id, lambda: ov.plot_optimization_history(study))
+    return _safe_figure(
+        heading,
+        div_id,
+        lambda: ov.plot_optimization_history(study, target=target, target_name=target_name),
+    )
 
 
-def _parallel_section(study: optuna.Study, param_names: Sequence[str]) -> _Section:
+def _parallel_section(
+    study: optuna.Study,
+    param_names: Sequence[str],
+    *,
+    target: Target = None,
+    target_name: str = "Objective Value",
+) -> _Section:
     heading, div_id = "Parallel coordinate", "tf-parallel"
     if not param_names:
         return _Section(heading, div_id, None, "The study has no parameters.")
     if not any(t.params for t in _complete(study)):
         return _Section(heading, div_id, None, "No complete trials with parameters yet.")
-    return _safe_figure(heading, div_id, lambda: ov.plot_parallel_coordinate(study))
+    return _safe_figure(
+        heading,
+        div_id,
+        lambda: ov.plot_parallel_coordinate(study, target=target, target_name=target_name),
+    )
 
 
 def _varying_params(trials: Sequence[FrozenTrial]) -> list[str]:
@@ -285,12 +453,19 @@ def _importances_blocker(study: optuna.Study) -> str | None:
     return None
 
 
-def _importances_section(study: optuna.Study) -> _Section:
+def _importances_section(
+    study: optuna.Study, *, target: Target = None, target_name: str = "Objective Value"
+) -> _Section:
     heading, div_id = "Parameter importances", "tf-importances"
     blocker = _importances_blocker(study)
     if blocker is not None:
         return _Section(heading, div_id, None, blocker)
-    return _safe_figure(heading, div_id, lambda: ov.plot_param_importances(study), importances=True)
+    return _safe_figure(
+        heading,
+        div_id,
+        lambda: ov.plot_param_importances(study, target=target, target_name=target_name),
+        importances=True,
+    )
 
 
 def _lines_figure(
@@ -365,6 +540,8 @@ def _sections_html(sections: Sequence[_Section]) -> str:
             )
             js_included = True
             inner.append(str(div))
+        if s.html is not None:
+            inner.append(s.html)
         if s.note is not None:
             inner.append(f'<p class="note">{_esc(s.note)}</p>')
         parts.append(f"<section>\n<h2>{_esc(s.heading)}</h2>\n{chr(10).join(inner)}\n</section>")

@@ -12,6 +12,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tunefleet.config import SweepConfig
 from tunefleet.errors import NotFoundError
+from tunefleet.platform.pareto import Front, front_of
 from tunefleet.platform.progress import Running, SweepProgress, duration, sweep_progress
 from tunefleet.platform.store import Store, TrialRecord
 from tunefleet.search.study import make_storage
@@ -29,8 +30,22 @@ class SweepView:
     def trials(self) -> list[FrozenTrial]:
         return self.study.get_trials(deepcopy=False)
 
+    @property
+    def multi_objective(self) -> bool:
+        # The study's own directions, not the config: Optuna's best_trial raises on a study
+        # of several objectives whatever the config says.
+        return len(self.study.directions) > 1
+
     def best(self) -> FrozenTrial | None:
+        """The best complete feasible trial of this sweep (never a warm start's history);
+        None in a multi-objective sweep, which has a front (:meth:`front`) instead of one best."""
+        if self.multi_objective:
+            return None
         return best_own(self.study)
+
+    def front(self) -> Front:
+        """The Pareto front ranks of the feasible complete trials (``platform.pareto``)."""
+        return front_of(self.trials, self.config.search.all_objectives)
 
 
 def open_view(store: Store, name: str, db_url: str) -> SweepView:
@@ -56,15 +71,21 @@ def progress(view: SweepView) -> SweepProgress:
 
 
 def trial_json(
-    view: SweepView, trial: FrozenTrial, running: Running | None = None
+    view: SweepView,
+    trial: FrozenTrial,
+    running: Running | None = None,
+    *,
+    front: Front | None = None,
 ) -> dict[str, Any]:
+    """One trial; in a multi-objective sweep (``front`` given) also its ``values`` in
+    objectives order, whether it is on the ``front`` and whether it is ``feasible``."""
     record = view.records.get(trial.number)
     seconds = record.seconds if record and record.seconds is not None else _duration(trial)
-    return {
+    data = {
         "number": trial.number,
         "state": trial.state.name,
         "params": record.params if record and record.params else trial.params,
-        "value": trial.value,
+        "value": None if view.multi_objective else trial.value,
         "mlflow_run_id": record.mlflow_run_id if record else None,
         "wandb_run_id": record.wandb_run_id if record else None,
         "checkpoint": record.checkpoint if record else None,
@@ -77,12 +98,25 @@ def trial_json(
         "requeued": record.requeued if record else False,
         "progress": None if running is None else running.json(),
     }
+    if front is not None:
+        data.update(_front_json(front, trial))
+    return data
+
+
+def _front_json(front: Front, trial: FrozenTrial) -> dict[str, Any]:
+    complete = trial.state == TrialState.COMPLETE
+    return {
+        "values": trial.values if complete else None,
+        "front": front.on_front(trial.number),
+        "feasible": (trial.number not in front.infeasible) if complete else None,
+    }
 
 
 def _value_cell(view: SweepView, trial: FrozenTrial, record: TrialRecord | None) -> str:
     """A running trial shows its latest objective from the store's live summary, with its step."""
-    if trial.value is not None or record is None or not record.live:
-        return _fmt(trial.value)
+    value = trial.values[0] if trial.values else None
+    if value is not None or record is None or not record.live:
+        return _fmt(value)
     latest = record.live.get("metrics", {}).get(view.config.search.metric)
     return "-" if latest is None else f"{_fmt(latest)} @{record.live.get('step')}"
 
@@ -98,11 +132,12 @@ def status_json(view: SweepView) -> dict[str, Any]:
     record = view.records.get(best.number) if best else None
     now = progress(view)
     runs = {r.number: r for r in now.runs}
-    return {
+    front = view.front() if view.multi_objective else None
+    data = {
         "name": view.config.name,
         "budget": view.budget,
         "eta_s": now.eta_s,
-        "trials": [trial_json(view, t, runs.get(t.number)) for t in view.trials],
+        "trials": [trial_json(view, t, runs.get(t.number), front=front) for t in view.trials],
         "history": history_json(view),
         "best": None
         if best is None
@@ -113,6 +148,12 @@ def status_json(view: SweepView) -> dict[str, Any]:
             "checkpoint": record.checkpoint if record else None,
         },
     }
+    if front is not None:
+        data["objectives"] = [
+            {"metric": o.metric, "direction": o.direction} for o in front.objectives
+        ]
+        data["pareto_front"] = front.members
+    return data
 
 
 def history_json(view: SweepView) -> dict[str, Any] | None:
@@ -121,17 +162,33 @@ def history_json(view: SweepView) -> dict[str, Any] | None:
     return None if history is None else {"from": history[0], "trials": history[1]}
 
 
-def sorted_trials(view: SweepView) -> list[FrozenTrial]:
-    """Complete trials best first, then pruned, running and failed ones."""
+_STATE_ORDER = {
+    TrialState.COMPLETE: 0,
+    TrialState.PRUNED: 1,
+    TrialState.RUNNING: 2,
+    TrialState.WAITING: 2,
+    TrialState.FAIL: 3,
+}
+
+
+def sorted_trials(view: SweepView, front: Front | None = None) -> list[FrozenTrial]:
+    """Complete trials best first, then pruned, running and failed ones; in a multi-objective
+    sweep (``front`` given) the front first, then by front rank, infeasible ones last of the
+    complete."""
+    if front is not None:
+        return sorted(view.trials, key=lambda t: _front_order(front, t))
     sign = -1.0 if view.config.search.direction == "maximize" else 1.0
-    order = {
-        TrialState.COMPLETE: 0,
-        TrialState.PRUNED: 1,
-        TrialState.RUNNING: 2,
-        TrialState.WAITING: 2,
-        TrialState.FAIL: 3,
-    }
-    return sorted(view.trials, key=lambda t: (order[t.state], sign * (t.value or 0.0), t.number))
+    return sorted(
+        view.trials, key=lambda t: (_STATE_ORDER[t.state], sign * (t.value or 0.0), t.number)
+    )
+
+
+def _front_order(front: Front, trial: FrozenTrial) -> tuple[int, int, float, int]:
+    if trial.number in front.ranks:
+        return (0, *front.order_key(trial.number))
+    if trial.number in front.infeasible:
+        return (1, 0, 0.0, trial.number)
+    return (2 + _STATE_ORDER[trial.state], 0, 0.0, trial.number)
 
 
 def table(view: SweepView) -> str:
@@ -141,11 +198,14 @@ def table(view: SweepView) -> str:
         | {k for t in view.trials for k in t.params}
     )
     runs = {r.number: r for r in progress(view).runs}
-    header = ["trial", "state", metric, "test_accuracy", "seconds", "attempt", "reason", *params]
+    front = view.front() if view.multi_objective else None
+    objectives = [metric] if front is None else ["front", *(o.metric for o in front.objectives)]
+    header = ["trial", "state", *objectives, "test_accuracy", "seconds", "attempt", "reason"]
+    header += params
     if runs:
         header.insert(2, "progress")
     rows = [header]
-    for trial in sorted_trials(view):
+    for trial in sorted_trials(view, front):
         record = view.records.get(trial.number)
         values = record.params if record and record.params else trial.params
         test = record.metrics.get("test_accuracy") if record else None
@@ -153,7 +213,7 @@ def table(view: SweepView) -> str:
             [
                 str(trial.number),
                 trial.state.name,
-                _value_cell(view, trial, record),
+                *_objective_cells(view, trial, record, front),
                 _fmt(test),
                 _fmt(trial_json(view, trial)["seconds"], 1),
                 _attempt_cell(record),
@@ -168,6 +228,28 @@ def table(view: SweepView) -> str:
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in rows
     )
+
+
+def _objective_cells(
+    view: SweepView, trial: FrozenTrial, record: TrialRecord | None, front: Front | None
+) -> list[str]:
+    """The objective's cell; in a multi-objective sweep a front marker (``*`` on the front,
+    ``infeasible`` for a complete trial that broke a constraint) and one cell per objective."""
+    first = _value_cell(view, trial, record)
+    if front is None:
+        return [first]
+    marker = "*" if front.on_front(trial.number) else "-"
+    if trial.number in front.infeasible:
+        marker = "infeasible"
+    rest = trial.values[1:] if trial.values else [None] * (len(front.objectives) - 1)
+    return [marker, first, *(_fmt_measured(v) for v in rest)]
+
+
+def _fmt_measured(value: float | None) -> str:
+    """Counts (trainable_params) as integers; other values as :func:`_fmt` writes them."""
+    if value is not None and float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return _fmt(value)
 
 
 def _progress_cell(run: Running | None) -> str:
@@ -224,7 +306,7 @@ def write_report(view: SweepView, path: Path) -> Path:
             TrialCurve(
                 number=trial.number,
                 state=trial.state.name,
-                value=trial.value,
+                value=trial.values[0] if trial.values else None,
                 params=record.params if record and record.params else dict(trial.params),
                 points=[(int(h["step"]), float(h["loss"])) for h in history if "loss" in h],
                 eval_points=[(int(h["step"]), float(h[metric])) for h in history if metric in h],
@@ -237,4 +319,5 @@ def write_report(view: SweepView, path: Path) -> Path:
         metric=metric,
         direction=view.config.search.direction,
         curves=curves,
+        objectives=[(o.metric, o.direction) for o in view.config.search.all_objectives],
     )
