@@ -42,11 +42,14 @@ def test_trial_keeps_its_best_evaluation_and_checkpoint(
         request(tmp_path, report=lambda e, v: reported.append((e, v)) or False),
     )
     evaluations = [h for h in outcome.history if "eval_accuracy" in h]
-    assert [e for e, _ in reported] == [1, 2, 3]
+    # Reported at each evaluation's global step, the end of each epoch here.
+    assert [s for s, _ in reported] == [h["step"] for h in evaluations]
+    assert [h["epoch"] for h in evaluations] == [1.0, 2.0, 3.0]
     assert [v for _, v in reported] == [h["eval_accuracy"] for h in evaluations]
     assert outcome.value == max(v for _, v in reported)
     manifest = Manifest.read(tmp_path / "ckpt")
-    best_epoch = next(e for e, v in reported if v == outcome.value)  # the first epoch reaching it
+    # the first epoch reaching it
+    best_epoch = next(h["epoch"] for h in evaluations if h["eval_accuracy"] == outcome.value)
     assert (manifest.value, manifest.epoch, manifest.method) == (outcome.value, best_epoch, method)
     assert manifest.label_names == ("0", "1") and manifest.params == {"train.learning_rate": 3e-3}
     assert any("loss" in h and "learning_rate" in h and "grad_norm" in h for h in outcome.history)
@@ -138,10 +141,10 @@ def test_the_final_evaluation_is_never_pruned() -> None:
         asked: list[int] = []
 
         def report(
-            epoch: int, value: float, asked: list[int] = asked, last: int = len(values)
+            step: int, value: float, asked: list[int] = asked, last: int = len(values)
         ) -> bool:
-            asked.append(epoch)
-            return epoch == last
+            asked.append(step)
+            return step == 4 * last
 
         callback = BestCheckpointCallback(
             metric="eval_m",
@@ -151,7 +154,8 @@ def test_the_final_evaluation_is_never_pruned() -> None:
             patience=patience,
         )
         control = evaluate_epochs(callback, values, steps_per_epoch=4, epochs=3)
-        assert asked == list(range(1, len(values) + 1))  # every evaluation is reported
+        # every evaluation is reported, at its global step
+        assert asked == [4 * epoch for epoch in range(1, len(values) + 1)]
         assert callback.pruned is pruned, values
         assert control.should_training_stop is (pruned or patience == 1)
         assert callback.best.hashes == {"f": "h"}  # the best checkpoint's hashes are kept
