@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 from tunefleet.config import SweepConfig, flatten
 from tunefleet.errors import ConfigError, TunefleetError
 from tunefleet.platform.checks import check_sweep
+from tunefleet.platform.cost import budget_end
 from tunefleet.platform.layout import Layout, mlflow_tracking_uri
 from tunefleet.platform.progress import sweep_progress
 from tunefleet.platform.quiet import quiet_libraries
@@ -58,6 +59,10 @@ RESUMABLE_KEYS = (
     "search.heartbeat_s",
     "search.stale_after_s",
     "worker.grace_s",
+    "search.budget.gpu_hours",
+    "search.budget.cpu_hours",
+    "search.budget.price_per_gpu_hour",
+    "search.budget.price_per_cpu_hour",
 )
 INTERRUPTED = 130
 """The sweep's exit code when stopped by Ctrl-C or SIGTERM."""
@@ -192,6 +197,8 @@ def prepare_sweep(config: SweepConfig, layout: Layout, db_url: str) -> Store:
         config.name, config=config.model_dump(mode="json"), budget=config.search.trials
     )
     store.set_budget(config.name, budget=budget(config))
+    # A resume's changed RESUMABLE_KEYS (a raised compute budget) reach the workers too.
+    store.set_config(config.name, config=config.model_dump(mode="json"))
     ids = _sweep_tracking(config, layout, record.mlflow_parent_run_id)
     if ids is not None:
         store.set_mlflow_ids(config.name, experiment_id=ids[0], parent_run_id=ids[1])
@@ -448,6 +455,8 @@ class LocalFleet(Fleet):
             return False
         if failure_stop(self.store, self.config.name, self.config.search.max_failures):
             return False
+        if budget_end(self.study, self.config.search.budget, trials=budget(self.config)):
+            return False  # a worker started now would stop at the compute budget's gate
         sweep = self.store.get_sweep(self.config.name)
         return sweep.claimed < sweep.budget
 
@@ -548,6 +557,8 @@ def dashboards(config: SweepConfig, layout: Layout, db_url: str) -> list[str]:
 def print_summary(config: SweepConfig, info: dict[str, Any], *, wall_s: float) -> None:
     best = info["best"]
     print(f"\nsweep {config.name}: finished in {wall_s:.0f}s")
+    if info.get("budget_end"):
+        print(f"the compute budget ended it ({info['budget_end']})")
     if best is None:
         print("no trial completed")
     else:
@@ -600,6 +611,7 @@ def run_sweep(
         if cluster is not None:
             cluster.shutdown()
     info = summary(config, store, layout, db_url)
+    info["budget_end"] = budget_end(study, config.search.budget, trials=total)
     if ray_line:
         info["dashboards"].append(ray_line)
     print_summary(config, info, wall_s=time.time() - started)
