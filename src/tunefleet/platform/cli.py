@@ -288,7 +288,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         line += f"; budget {info['budget']}, ETA {duration(info['eta_s'])}"
     print(line)
     print(table(view))
-    print("\n".join(cost_lines(view)))
+    for line in cost_lines(view):
+        print(line)
     return 0
 
 
@@ -298,7 +299,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     store = _existing_store(args)
     view = open_view(store, args.name, _layout_db(args)[1])
     print(table(view))
-    print("\n".join(cost_lines(view)))
+    for line in cost_lines(view):
+        print(line)
     if args.html:
         print(f"report: {write_report(view, args.html)}")
     return 0
