@@ -166,6 +166,24 @@ def test_the_gate_holds_the_remaining_budget_against_the_median_finished_trial(
         f"budget: {spent:.3g} of {spent + 0.99 * median:.3g} cpu-hours spent; "
         f"the median trial costs {median:.3g}; no new trial"
     )
+    # A running attempt will likely spend up to the median still: what remains must cover
+    # that and the new trial's median (so that workers starting together do not all count the
+    # same remainder). Seen the instant it started, it needs the whole median.
+    running = _start(study)
+    started = _frozen(study, running.number).datetime_start
+    with_running = sweep_cost(
+        study.get_trials(), BudgetConfig(cpu_hours=spent + 1.5 * median), now=started
+    )
+    assert with_running.running_need_hours("cpu", median) == pytest.approx(median, rel=1e-9)
+    stop = with_running.stop("cpu")
+    assert stop is not None and f"running trials may need {median:.3g} more" in stop
+    assert (
+        sweep_cost(
+            study.get_trials(), BudgetConfig(cpu_hours=spent + 2.01 * median), now=started
+        ).stop("cpu")
+        is None
+    )
+    study.tell(running, state=TrialState.FAIL)
     # Each device has its own budget: a GPU budget does not stop CPU workers, nor the reverse.
     assert budget_stop(study, BudgetConfig(gpu_hours=1e-9), "cpu") is None
     assert budget_stop(study, BudgetConfig(cpu_hours=1e-9), "gpu") is None

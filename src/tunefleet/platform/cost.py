@@ -151,21 +151,30 @@ class SweepCost:
         costs = [hours for logical, hours in per_logical.items() if logical in finished]
         return statistics.median(costs) if costs else None
 
+    def running_need_hours(self, device: Device, median: float) -> float:
+        """What the running attempts will likely spend still: each up to the median trial."""
+        running = (c for c in self.attempts.values() if c.state == TrialState.RUNNING)
+        return sum(max(0.0, median - c.hours) for c in running if c.device == device)
+
     def stop(self, device: Device) -> str | None:
         """Why no new trial on ``device`` may start, or None: the remaining budget (running
-        attempts' time so far counted as spent) cannot cover the median trial cost so far. With
-        no trial finished yet, a trial starts while anything remains."""
+        attempts' time so far counted as spent) cannot cover the median trial cost so far, once
+        the running attempts have had what they likely need still (each up to the median: with
+        several workers, those starting together would otherwise all count the same remainder).
+        With no trial finished yet, a trial starts while anything remains."""
         limit = self.limit_hours(device)
         if limit is None:
             return None
         spent = self.spent_hours(device)
         median = self.median_trial_hours(device)
         line = f"budget: {spent:.3g} of {limit:.3g} {device}-hours spent"
-        if median is not None:
-            line += f"; the median trial costs {median:.3g}"
-        if limit - spent <= 0 or (median is not None and limit - spent < median):
-            return line + "; no new trial"
-        return None
+        if median is None:
+            return line + "; no new trial" if limit - spent <= 0 else None
+        line += f"; the median trial costs {median:.3g}"
+        need = self.running_need_hours(device, median)
+        if need > 0:
+            line += f"; running trials may need {need:.3g} more"
+        return line + "; no new trial" if limit - spent - need < median else None
 
     def to_best(self, best: FrozenTrial) -> dict[str, Any]:
         """The sweep's cost to reach ``best``: every attempt finished by the time it completed,
