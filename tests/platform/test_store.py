@@ -12,6 +12,7 @@ import multiprocessing
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import timedelta, timezone
 from typing import Any
 
@@ -310,6 +311,9 @@ class TestStoreConformance:
         assert (updated.mlflow_experiment_id, updated.mlflow_parent_run_id) == ("12", "abc")
         assert updated.config == config
         assert updated.created == created.created
+        # A resume replaces the config (the launcher allows only RESUMABLE_KEYS to differ).
+        store_any.set_config("b", config={**config, "lr": [1e-4]})
+        assert store_any.get_sweep("b") == replace(updated, config={**config, "lr": [1e-4]})
 
     # -- trials ------------------------------------------------------------------------------
 
@@ -430,6 +434,7 @@ class TestStoreConformance:
         calls: list[Callable[[], object]] = [
             lambda: store_any.get_sweep("nope"),
             lambda: store_any.set_budget("nope", budget=1),
+            lambda: store_any.set_config("nope", config={}),
             lambda: store_any.set_mlflow_ids("nope", experiment_id="1", parent_run_id="2"),
             lambda: store_any.claim_slot("nope"),
             lambda: store_any.release_slot("nope"),

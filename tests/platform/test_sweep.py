@@ -172,6 +172,7 @@ def test_status_json(swept: dict[str, Any]) -> None:
         "reason_detail",
         "requeued",
         "progress",
+        "compute",
     }
     assert all(set(t) == keys for t in status["trials"])
     assert all((t["attempt"], t["reason"]) == (1, None) for t in status["trials"])

@@ -272,7 +272,7 @@ def _sync_line(result: SpoolSync) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from tunefleet.platform.progress import duration
-    from tunefleet.platform.status import open_view, status_json, table
+    from tunefleet.platform.status import cost_lines, open_view, status_json, table
 
     store = _existing_store(args)
     view = open_view(store, args.name, _layout_db(args)[1])
@@ -290,15 +290,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     if info["history"]:
         print(f"+ {info['history']['trials']} trials of history from {info['history']['from']}")
     print(table(view))
+    for line in cost_lines(view):
+        print(line)
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from tunefleet.platform.status import open_view, table, write_report
+    from tunefleet.platform.status import cost_lines, open_view, table, write_report
 
     store = _existing_store(args)
     view = open_view(store, args.name, _layout_db(args)[1])
     print(table(view))
+    for line in cost_lines(view):
+        print(line)
     if args.html:
         print(f"report: {write_report(view, args.html)}")
     return 0

@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 from tunefleet.config import SweepConfig, flatten
 from tunefleet.errors import ConfigError, TunefleetError
 from tunefleet.platform.checks import check_sweep
+from tunefleet.platform.cost import budget_end
 from tunefleet.platform.layout import Layout, mlflow_tracking_uri
 from tunefleet.platform.pareto import front_of
 from tunefleet.platform.progress import sweep_progress
@@ -60,6 +61,10 @@ RESUMABLE_KEYS = (
     "search.heartbeat_s",
     "search.stale_after_s",
     "worker.grace_s",
+    "search.budget.gpu_hours",
+    "search.budget.cpu_hours",
+    "search.budget.price_per_gpu_hour",
+    "search.budget.price_per_cpu_hour",
 )
 INTERRUPTED = 130
 """The sweep's exit code when stopped by Ctrl-C or SIGTERM."""
@@ -195,6 +200,8 @@ def prepare_sweep(config: SweepConfig, layout: Layout, db_url: str) -> Store:
         config.name, config=config.model_dump(mode="json"), budget=config.search.trials
     )
     store.set_budget(config.name, budget=budget(config))
+    # A resume's changed RESUMABLE_KEYS (a raised compute budget) reach the workers too.
+    store.set_config(config.name, config=config.model_dump(mode="json"))
     if warm is not None:
         warm.apply(study, config, limit=budget(config), say=lambda line: print(line, flush=True))
     ids = _sweep_tracking(config, layout, record.mlflow_parent_run_id)
@@ -468,6 +475,8 @@ class LocalFleet(Fleet):
             return False
         if failure_stop(self.store, self.config.name, self.config.search.max_failures):
             return False
+        if budget_end(self.study, self.config.search.budget, trials=budget(self.config)):
+            return False  # a worker started now would stop at the compute budget's gate
         sweep = self.store.get_sweep(self.config.name)
         return sweep.claimed < sweep.budget
 
@@ -593,6 +602,8 @@ def dashboards(config: SweepConfig, layout: Layout, db_url: str) -> list[str]:
 def print_summary(config: SweepConfig, info: dict[str, Any], *, wall_s: float) -> None:
     best = info["best"]
     print(f"\nsweep {config.name}: finished in {wall_s:.0f}s")
+    if info.get("budget_end"):
+        print(f"the compute budget ended it ({info['budget_end']})")
     if info.get("front") is not None:
         _print_front(config, info["front"])
     elif best is None:
@@ -658,6 +669,7 @@ def run_sweep(
         if cluster is not None:
             cluster.shutdown()
     info = summary(config, store, layout, db_url)
+    info["budget_end"] = budget_end(study, config.search.budget, trials=total)
     if ray_line:
         info["dashboards"].append(ray_line)
     print_summary(config, info, wall_s=time.time() - started)

@@ -41,7 +41,7 @@ from tunefleet.platform.store import Store
 RETRIED_REASONS = frozenset({"interrupted", "stale"})
 """Reasons that are the machine's fault: re-queued up to ``search.max_retries``."""
 REASONS = ("interrupted", "stale", "failed", "invalid_params", "non_finite", "oom")
-_NOT_INHERITED = ("host", "pid", "fail_reason", "reason")
+_NOT_INHERITED = ("host", "pid", "fail_reason", "reason", "compute")
 """User attrs that describe one attempt, not the logical trial."""
 
 
@@ -99,6 +99,8 @@ class Retries:
     ) -> bool:
         """``trial`` is FAIL in Optuna already (told by its worker, or by whoever found it dead);
         True when a retry was queued. ``overrides`` asks for an OOM retry with those values."""
+        from tunefleet.platform.cost import cost_fields  # cost imports this module
+
         attempt = attempt_of(trial)
         retry = (reason in RETRIED_REASONS and attempt.attempt <= self.max_retries) or (
             reason == "oom" and overrides is not None
@@ -120,6 +122,7 @@ class Retries:
             reason=reason,
             reason_detail=detail[:2000],
             requeued=retry,
+            **cost_fields(trial),  # a killed attempt's compute was spent too
         )
         self.store.release_slot(self.sweep)
         return retry

@@ -4,6 +4,7 @@ with what the store adds (tracking ids, checkpoints, metrics, curves)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tunefleet.config import SweepConfig
 from tunefleet.errors import NotFoundError
+from tunefleet.platform.cost import DEVICES, SweepCost, sweep_cost
 from tunefleet.platform.pareto import Front, front_of
 from tunefleet.platform.progress import Running, SweepProgress, duration, sweep_progress
 from tunefleet.platform.store import Store, TrialRecord
@@ -46,6 +48,11 @@ class SweepView:
     def front(self) -> Front:
         """The Pareto front ranks of the feasible complete trials (``platform.pareto``)."""
         return front_of(self.trials, self.config.search.all_objectives)
+
+    @cached_property
+    def cost(self) -> SweepCost:
+        """Every attempt's compute at one instant, so that the figures shown add up."""
+        return sweep_cost(self.trials, self.config.search.budget)
 
 
 def open_view(store: Store, name: str, db_url: str) -> SweepView:
@@ -97,6 +104,7 @@ def trial_json(
         "reason_detail": record.reason_detail if record else None,
         "requeued": record.requeued if record else False,
         "progress": None if running is None else running.json(),
+        "compute": _trial_compute(view, trial),
     }
     if front is not None:
         data.update(_front_json(front, trial))
@@ -110,6 +118,53 @@ def _front_json(front: Front, trial: FrozenTrial) -> dict[str, Any]:
         "front": front.on_front(trial.number),
         "feasible": (trial.number not in front.infeasible) if complete else None,
     }
+
+
+def _trial_compute(view: SweepView, trial: FrozenTrial) -> dict[str, Any] | None:
+    """What the attempt spent (a running one's so far), and its money with a price."""
+    cost = view.cost.attempts.get(trial.number)
+    if cost is None:
+        return None
+    return {
+        "device": cost.device,
+        "units": cost.units,
+        "device_seconds": cost.device_seconds,
+        "device_hours": cost.hours,
+        "money": view.cost.money(cost),
+    }
+
+
+def compute_json(view: SweepView) -> dict[str, Any]:
+    """Per device: spent (the trials' device-seconds summed), limit and remaining; and the
+    sweep's cost to reach its best (single-objective sweeps only)."""
+    best = view.best() if len(view.study.directions) == 1 else None
+    return {**view.cost.json(), "to_best": None if best is None else view.cost.to_best(best)}
+
+
+def cost_lines(view: SweepView) -> list[str]:
+    """``cpu-hours: 0.0123 spent of 0.0333, 0.021 left; cost 0.06`` for each device with a
+    budget or a spend, then the cost to reach the best."""
+    shown, lines = compute_json(view), []
+    for device in DEVICES:
+        figures = shown[f"{device}_hours"]
+        if figures["limit"] is None and not figures["spent"]:
+            continue
+        line = f"{device}-hours: {_fmt(figures['spent'])} spent"
+        if figures["limit"] is not None:
+            line += f" of {_fmt(figures['limit'])}, {_fmt(figures['remaining'])} left"
+        if figures["money"] is not None:
+            line += f"; cost {_fmt(figures['money'])}"
+        lines.append(line)
+    to_best = shown["to_best"]
+    if to_best is not None:
+        spent = [
+            f"{_fmt(to_best[f'{d}_hours'])} {d}-hours" for d in DEVICES if to_best[f"{d}_hours"]
+        ]
+        line = f"to reach the best (trial {to_best['trial']}): {', '.join(spent) or 'unknown'}"
+        if to_best["money"] is not None:
+            line += f"; cost {_fmt(to_best['money'])}"
+        lines.append(line)
+    return lines
 
 
 def _value_cell(view: SweepView, trial: FrozenTrial, record: TrialRecord | None) -> str:
@@ -136,6 +191,7 @@ def status_json(view: SweepView) -> dict[str, Any]:
     data = {
         "name": view.config.name,
         "budget": view.budget,
+        "compute": compute_json(view),
         "eta_s": now.eta_s,
         "trials": [trial_json(view, t, runs.get(t.number), front=front) for t in view.trials],
         "history": history_json(view),
@@ -200,7 +256,9 @@ def table(view: SweepView) -> str:
     runs = {r.number: r for r in progress(view).runs}
     front = view.front() if view.multi_objective else None
     objectives = [metric] if front is None else ["front", *(o.metric for o in front.objectives)]
-    header = ["trial", "state", *objectives, "test_accuracy", "seconds", "attempt", "reason"]
+    priced = any(view.cost.price(d) is not None for d in DEVICES)
+    cost = ["device-h", *(["cost"] if priced else [])]
+    header = ["trial", "state", *objectives, "test_accuracy", "seconds", *cost, "attempt", "reason"]
     header += params
     if runs:
         header.insert(2, "progress")
@@ -216,6 +274,7 @@ def table(view: SweepView) -> str:
                 *_objective_cells(view, trial, record, front),
                 _fmt(test),
                 _fmt(trial_json(view, trial)["seconds"], 1),
+                *_cost_cells(view, trial, priced=priced),
                 _attempt_cell(record),
                 _reason_cell(record),
                 *(_fmt(values.get(p)) for p in params),
@@ -250,6 +309,15 @@ def _fmt_measured(value: float | None) -> str:
     if value is not None and float(value).is_integer() and abs(value) < 1e15:
         return str(int(value))
     return _fmt(value)
+
+
+def _cost_cells(view: SweepView, trial: FrozenTrial, *, priced: bool) -> list[str]:
+    """``0.0012 cpu`` (device-hours), and its money where the sweep has a price."""
+    cost = view.cost.attempts.get(trial.number)
+    cells = ["-" if cost is None else f"{_fmt(cost.hours)} {cost.device}"]
+    if priced:
+        cells.append("-" if cost is None else _fmt(view.cost.money(cost)))
+    return cells
 
 
 def _progress_cell(run: Running | None) -> str:

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from tunefleet.config import SweepConfig, apply_params, with_secrets
 from tunefleet.errors import TunefleetError
+from tunefleet.platform.cost import COMPUTE_ATTR, budget_stop, record_cost, worker_compute
 from tunefleet.platform.layout import Layout, mlflow_tracking_uri
 from tunefleet.platform.quiet import quiet_libraries
 from tunefleet.platform.retries import (
@@ -132,11 +133,13 @@ def run_worker(options: WorkerOptions) -> int:
         store=sweep.store,
     )
     ran = failures = 0
+    device = worker_compute(options.threads).device
     with StaleClock(sweep.study):
         while failures < MAX_CONSECUTIVE_FAILURES and not sweep.shutdown.stop.is_set():
             if options.deadline is not None and time.time() >= options.deadline:
                 break
             stop = failure_stop(sweep.store, sweep.name, sweep.config.search.max_failures)
+            stop = stop or budget_stop(sweep.study, sweep.config.search.budget, device)
             if stop is not None:
                 print(stop, flush=True)
                 break
@@ -227,6 +230,7 @@ def start_trial(study: optuna.Study, store: Store, options: WorkerOptions) -> op
     host, pid = socket.gethostname(), os.getpid()
     trial.set_user_attr("host", host)
     trial.set_user_attr("pid", pid)
+    trial.set_user_attr(COMPUTE_ATTR, worker_compute(options.threads).attr())
     attempt = attempt_of(trial)
     store.upsert_trial(
         options.name,
@@ -441,6 +445,7 @@ def finish(sweep: _Sweep, asked: _Trial, outcome: TrialOutcome) -> bool:
     # Only now: a worker whose trial was taken over leaves the state to the retry.
     layout = sweep.options.layout
     shutil.rmtree(layout.resume_dir(sweep.name, asked.attempt.logical), ignore_errors=True)
+    record_cost(sweep.store, sweep.name, frozen_trial(sweep.study, asked.trial))
     complete = not outcome.pruned
     sweep.store.upsert_trial(
         sweep.name,

@@ -539,6 +539,17 @@ class Store:
         _check_count(budget, "budget")
         self._update_sweep(name, budget=budget)
 
+    def set_config(self, name: str, *, config: dict[str, Any]) -> None:
+        """Replace the sweep's config: a resumed sweep's, which may differ from the stored one
+        only in the keys that say how much more to run (``launcher.RESUMABLE_KEYS``).
+
+        Raises:
+            NotFoundError: No sweep has that name.
+            ValueError: ``name`` or ``config`` is invalid.
+        """
+        _check_name(name)
+        self._update_sweep(name, config=_check_dict(config, "sweep config"))
+
     def set_mlflow_ids(self, name: str, *, experiment_id: str, parent_run_id: str) -> None:
         """Record the MLflow experiment and parent run of the sweep.
 
