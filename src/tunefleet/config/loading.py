@@ -115,9 +115,12 @@ def _type_name(annotation: Any) -> str:
     if get_origin(annotation) is Annotated:
         return _type_name(args[0])
     if get_origin(annotation) in (Union, UnionType) and any(
-        get_origin(a) is Annotated for a in args
+        get_origin(a) is Annotated or get_origin(a) is list for a in args
     ):
         return " | ".join(_type_name(a) for a in args)
+    item = args[0] if get_origin(annotation) is list and args else None
+    if isinstance(item, type) and issubclass(item, BaseModel):  # search.objectives' keys
+        return "list of {" + ", ".join(public_fields(item)) + "}"
     if annotation is SecretStr:
         return "secret str"
     if annotation is type(None):

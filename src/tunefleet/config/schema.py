@@ -509,9 +509,11 @@ class SearchConfig(Strict):
     objectives: list[Objective] | None = Field(
         None,
         min_length=1,
-        description="Several objectives for a multi-objective sweep (the Pareto front); the first "
-        "must be an eval metric: it chooses each trial's checkpoint and is what the pruner judges "
-        "(metric and direction are taken from it). null: search.metric alone.",
+        description="Several objectives for a multi-objective sweep (the Pareto front), each "
+        "{metric, direction: maximize|minimize}; a metric is an eval metric or one tunefleet "
+        "measures per trial (" + ", ".join(MEASURED) + "). The first must be an eval metric: it "
+        "chooses each trial's checkpoint and is what the pruner judges (search.metric and "
+        "search.direction are taken from it). null: search.metric alone.",
     )
     constraints: list[str] = Field(
         default_factory=list,
