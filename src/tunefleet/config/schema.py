@@ -54,6 +54,20 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
+class Aliased(Strict):
+    """A section with a key that is a Python keyword (``lambda``, ``from``): the field has a
+    trailing underscore and the key as its alias, accepted and written under either name."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+    )
+
+
 class QuantizationConfig(Strict):
     bits: Literal[4, 8] = Field(
         4,
@@ -214,16 +228,7 @@ class UnfreezeConfig(Strict):
     )
 
 
-class DannConfig(Strict):
-    model_config = ConfigDict(
-        extra="forbid",
-        frozen=True,
-        validate_default=True,
-        validate_by_name=True,
-        validate_by_alias=True,
-        serialize_by_alias=True,
-    )
-
+class DannConfig(Aliased):
     lambda_: float = Field(
         1.0,
         alias="lambda",
@@ -429,16 +434,7 @@ class LatencyConfig(Strict):
     )
 
 
-class WarmStartConfig(Strict):
-    model_config = ConfigDict(
-        extra="forbid",
-        frozen=True,
-        validate_default=True,
-        validate_by_name=True,
-        validate_by_alias=True,
-        serialize_by_alias=True,
-    )
-
+class WarmStartConfig(Aliased):
     from_: str = Field(
         alias="from",
         pattern=NAME_PATTERN,
