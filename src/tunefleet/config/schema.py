@@ -395,8 +395,9 @@ class PruningConfig(Strict):
     patience: int = Field(
         2,
         ge=0,
-        description="patient: evaluations without improvement of the metric tolerated before "
-        "the wrapped pruner is asked.",
+        description="patient: the wrapped pruner is asked only once the last patience + 1 "
+        "evaluations are all worse than the trial's best before them (by more than min_delta); "
+        "a trial still improving, or holding, is never pruned.",
     )
     min_delta: float = Field(
         0.0, ge=0, description="patient: the smallest change counted as an improvement."
@@ -491,8 +492,8 @@ class SearchConfig(Strict):
         "median",
         description="Stops trials whose curve is poor, fed every evaluation (train.eval_every) "
         "at its resource (search.pruning.resource): asha (asynchronous successive halving), "
-        "hyperband, median, patient (waits search.pruning.patience evaluations without "
-        "improvement before asking search.pruning.wrapped), none. In a multi-objective sweep it "
+        "hyperband, median, patient (asks search.pruning.wrapped only once the curve has "
+        "fallen for search.pruning.patience evaluations), none. In a multi-objective sweep it "
         "judges the first objective alone.",
     )
     pruning: PruningConfig = Field(default_factory=PruningConfig, description="Pruner settings.")
