@@ -131,13 +131,31 @@ def evaluations(outcome: TrialOutcome) -> list[dict[str, Any]]:
     return [entry for entry in outcome.history if "eval_accuracy" in entry]
 
 
+class KillAfterEvaluation(TrainerCallback):
+    """Dies at the step after the evaluation at ``step`` (its resumable state written)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        if state.global_step == self.step:
+            raise Killed
+
+
 def assert_same_result(
-    resumed: TrialOutcome, uninterrupted: TrialOutcome, folders: tuple[Path, Path]
+    resumed: TrialOutcome,
+    uninterrupted: TrialOutcome,
+    folders: tuple[Path, Path],
+    epochs: list[float] | None = None,
 ) -> None:
-    """Same evaluations (exact accuracy, loss within 1e-5), same best and test scores, and the
-    same trained weights at the end (the tiny model's losses move little; its weights do)."""
+    """Same evaluations (exact accuracy, loss within 1e-5) at ``epochs`` (default: each
+    epoch's end), same best and test scores, and the same trained weights at the end (the tiny
+    model's losses move little; its weights do)."""
     got, want = evaluations(resumed), evaluations(uninterrupted)
-    assert [e["epoch"] for e in got] == [e["epoch"] for e in want] == [1.0, 2.0, 3.0]
+    expected = [1.0, 2.0, 3.0] if epochs is None else epochs
+    assert [e["epoch"] for e in got] == [e["epoch"] for e in want] == expected
     for mine, theirs in zip(got, want, strict=True):
         assert mine["eval_accuracy"] == theirs["eval_accuracy"]
         assert mine["eval_loss"] == pytest.approx(theirs["eval_loss"], abs=1e-5)
@@ -346,3 +364,32 @@ def test_a_death_between_the_renames_leaves_a_complete_state_to_pick(tmp_path: P
     shutil.rmtree(folder)
     folder.mkdir()  # made by a caller, empty: nothing to resume, and left there
     assert recover(folder) is None and not has_resumable(folder) and folder.is_dir()
+
+
+@pytest.mark.slow  # two real trials
+def test_a_trial_killed_after_a_mid_epoch_evaluation_resumes_to_the_same_result(
+    tmp_path: Path, tiny_model: Path, sentiment_csv: Path
+) -> None:
+    """train.eval_every inside an epoch: the state is written at each evaluation, so a trial
+    dies and resumes mid-epoch (Trainer skips the epoch's batches already trained)."""
+    cfg = config(tiny_model, sentiment_csv, "full", eval_every=3)
+    uninterrupted, expected = baseline(cfg, tmp_path)
+    total = len(expected.steps)
+    assert total == 3 * STEPS_PER_EPOCH
+    folder = tmp_path / "retried"
+    with pytest.raises(Killed):
+        run_trial(cfg, request(folder, callbacks=[KillAfterEvaluation(6)]))
+    assert resumable_step(folder / "resume") == 6  # the second evaluation, inside epoch 1
+    recorder = Recorder()
+    resumed = run_trial(cfg, request(folder, callbacks=[recorder]))
+    steps = [*range(3, total + 1, 3), total]
+    epochs = [round(s / STEPS_PER_EPOCH, 4) for s in sorted(set(steps))]
+    got = [round(e["epoch"], 4) for e in evaluations(uninterrupted)]
+    assert got == epochs
+    assert_same_result(
+        resumed,
+        uninterrupted,
+        (folder, tmp_path / "uninterrupted"),
+        epochs=[e["epoch"] for e in evaluations(uninterrupted)],
+    )
+    assert min(recorder.steps) == 6 and set(recorder.steps) == set(range(6, total))
