@@ -19,11 +19,12 @@ from typing import Any
 
 import optuna
 import pytest
+import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from support.cli import TUNEFLEET, cli_env
 from support.configs import write_config
-from tunefleet.config import BudgetConfig, SweepConfig
+from tunefleet.config import BudgetConfig, SearchConfig, SweepConfig
 from tunefleet.platform.cost import (
     COMPUTE_ATTR,
     Compute,
@@ -130,9 +131,15 @@ def test_the_gate_holds_the_remaining_budget_against_the_median_finished_trial(
     _fail(study, retries, first_failure, "failed")
     # A failed attempt spends, but with no trial finished a start is allowed while any remains.
     spent = sweep_cost(study.get_trials(), BudgetConfig()).spent_hours("cpu")
-    assert budget_stop(study, BudgetConfig(cpu_hours=spent * 1.01), "cpu") is None
-    stop = budget_stop(study, BudgetConfig(cpu_hours=spent * 0.99), "cpu")
+    assert sweep_cost(study.get_trials(), BudgetConfig(cpu_hours=spent * 1.01)).stop("cpu") is None
+    stop = sweep_cost(study.get_trials(), BudgetConfig(cpu_hours=spent * 0.99)).stop("cpu")
     assert stop is not None and stop.endswith("no new trial") and "median" not in stop
+    # The gate holds back what the watcher would (two looks at the attempts' 2 units): no trial
+    # starts only to be stopped at once.
+    search = SearchConfig(heartbeat_s=1, budget=BudgetConfig(cpu_hours=spent + 5 / 3600))
+    assert budget_stop(study, search, "cpu") is None  # 5 device-seconds left > 2 x 1 s x 2
+    search = SearchConfig(heartbeat_s=1, budget=BudgetConfig(cpu_hours=spent + 3 / 3600))
+    assert budget_stop(study, search, "cpu") is not None  # 3 left < 4 held back
 
     a = _start(study)
     study.tell(a, 0.5)
@@ -160,8 +167,11 @@ def test_the_gate_holds_the_remaining_budget_against_the_median_finished_trial(
     assert spent == pytest.approx(
         (sum(per_trial) + _device_s(trials[first_failure.number], 2)) / 3600, rel=1e-12
     )
-    assert budget_stop(study, BudgetConfig(cpu_hours=spent + 1.01 * median), "cpu") is None
-    stop = budget_stop(study, BudgetConfig(cpu_hours=spent + 0.99 * median), "cpu")
+    assert (
+        sweep_cost(study.get_trials(), BudgetConfig(cpu_hours=spent + 1.01 * median)).stop("cpu")
+        is None
+    )
+    stop = sweep_cost(study.get_trials(), BudgetConfig(cpu_hours=spent + 0.99 * median)).stop("cpu")
     assert stop == (
         f"budget: {spent:.3g} of {spent + 0.99 * median:.3g} cpu-hours spent; "
         f"the median trial costs {median:.3g}; no new trial"
@@ -185,8 +195,8 @@ def test_the_gate_holds_the_remaining_budget_against_the_median_finished_trial(
     )
     study.tell(running, state=TrialState.FAIL)
     # Each device has its own budget: a GPU budget does not stop CPU workers, nor the reverse.
-    assert budget_stop(study, BudgetConfig(gpu_hours=1e-9), "cpu") is None
-    assert budget_stop(study, BudgetConfig(cpu_hours=1e-9), "gpu") is None
+    assert sweep_cost(study.get_trials(), BudgetConfig(gpu_hours=1e-9)).stop("cpu") is None
+    assert sweep_cost(study.get_trials(), BudgetConfig(cpu_hours=1e-9)).stop("gpu") is None
     store.dispose()
 
 
@@ -352,3 +362,54 @@ def test_a_cpu_hours_budget_stops_the_sweep_and_the_figures_add_up(
     assert float(reach.group(2)) == pytest.approx(to_best["money"], rel=1e-3, abs=1e-4)
     header = compare.stdout.splitlines()[0].split()
     assert header[5:7] == ["device-h", "cost"]
+
+
+@pytest.mark.slow
+def test_a_trial_that_would_run_past_the_budget_is_stopped_with_its_state_kept(
+    tmp_path: Path, tiny_model: Path, sentiment_csv: Path
+) -> None:
+    """No trial has finished, so the gate lets the first start; a long one is stopped after its
+    step once the budget is (about to be) spent, re-queued with its resumable state, and the
+    sweep ends within the budget."""
+    out, db = tmp_path / "runs", f"sqlite:///{tmp_path / 'budget.db'}"
+    where = ("--out", str(out), "--db", db)
+    limit = 12 / 3600  # 12 device-seconds: a few seconds of training at this worker's threads
+    config = _config(
+        tmp_path,
+        tiny_model,
+        sentiment_csv,
+        trials=3,
+        heartbeat_s=1,
+        stale_after_s=60,
+        budget={"cpu_hours": limit},
+    )
+    long = yaml.safe_load(config.read_text())
+    long["train"]["epochs"] = 200  # far more than the budget pays for
+    config.write_text(yaml.safe_dump(long))
+    swept = _cli("sweep", str(config), *where, "--workers", "1")
+    output = swept.stdout + swept.stderr
+    assert swept.returncode == 0, output
+    assert "stopping the running trial after its step" in output
+
+    study = optuna.load_study(study_name="budget", storage=db)
+    states = [t.state for t in study.get_trials()]
+    assert states == [TrialState.FAIL, TrialState.WAITING], output  # re-queued, waiting
+    store = Store(db)
+    try:
+        first = store.trial("budget", 0)
+    finally:
+        store.dispose()
+    assert first is not None and first.requeued
+    assert (first.reason, first.reason_detail) == ("interrupted", "compute budget spent")
+    state = json.loads(
+        (out / "resume" / "budget" / "trial-0" / "tunefleet-resume.json").read_text()
+    )
+    assert 0 < state["step"] < 200 * 7  # stopped mid-training, its state kept for a resume
+
+    status = json.loads(_cli("status", "budget", *where, "--json").stdout)
+    cpu = status["compute"]["cpu_hours"]
+    assert cpu["spent"] <= cpu["limit"] == limit
+    assert cpu["spent"] == pytest.approx(
+        sum(t["compute"]["device_seconds"] for t in status["trials"] if t["compute"]) / 3600,
+        rel=1e-9,
+    )

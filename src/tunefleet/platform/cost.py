@@ -13,8 +13,9 @@ No torch at import: status and compare read costs without it.
 from __future__ import annotations
 
 import statistics
+import threading
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, get_args
@@ -22,7 +23,7 @@ from typing import Any, Literal, get_args
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tunefleet.config import BudgetConfig
+from tunefleet.config import BudgetConfig, SearchConfig
 from tunefleet.platform.retries import attempt_of
 from tunefleet.platform.store import Store
 
@@ -156,18 +157,19 @@ class SweepCost:
         running = (c for c in self.attempts.values() if c.state == TrialState.RUNNING)
         return sum(max(0.0, median - c.hours) for c in running if c.device == device)
 
-    def stop(self, device: Device) -> str | None:
+    def stop(self, device: Device, *, reserve_s: float = 0.0) -> str | None:
         """Why no new trial on ``device`` may start, or None: the remaining budget (running
         attempts' time so far counted as spent) cannot cover the median trial cost so far, once
         the running attempts have had what they likely need still (each up to the median: with
         several workers, those starting together would otherwise all count the same remainder).
-        With no trial finished yet, a trial starts while anything remains."""
+        With no trial finished yet, a trial starts while more than ``reserve_s`` of a trial's
+        compute remains (what the budget watcher holds back: a trial would be stopped at once)."""
         limit = self.limit_hours(device)
         if limit is None:
             return None
-        spent = self.spent_hours(device)
+        spent = self.spent_hours(device) + reserve_s * self.units(device) / 3600
         median = self.median_trial_hours(device)
-        line = f"budget: {spent:.3g} of {limit:.3g} {device}-hours spent"
+        line = f"budget: {self.spent_hours(device):.3g} of {limit:.3g} {device}-hours spent"
         if median is None:
             return line + "; no new trial" if limit - spent <= 0 else None
         line += f"; the median trial costs {median:.3g}"
@@ -175,6 +177,33 @@ class SweepCost:
         if need > 0:
             line += f"; running trials may need {need:.3g} more"
         return line + "; no new trial" if limit - spent - need < median else None
+
+    def units(self, device: Device) -> int:
+        """The most units an attempt on ``device`` has used (1 before any): what a starting
+        trial is assumed to use."""
+        return max((c.units for c in self.attempts.values() if c.device == device), default=1)
+
+    def exhausted(self, device: Device, *, within_s: float) -> str | None:
+        """Why the running trials on ``device`` must stop now, or None: the budget is spent,
+        or would be within ``within_s`` at the running attempts' units (the watcher's next look
+        would come too late)."""
+        limit = self.limit_hours(device)
+        if limit is None:
+            return None
+        running = [
+            c
+            for c in self.attempts.values()
+            if c.state == TrialState.RUNNING and c.device == device
+        ]
+        spent = self.spent_hours(device)
+        soon = spent + within_s * sum(c.units for c in running) / 3600
+        if soon < limit:
+            return None
+        return (
+            f"budget: {spent:.3g} of {limit:.3g} {device}-hours spent; stopping the running "
+            "trial after its step (its state is kept: raise the budget and run the sweep again "
+            "to finish it)"
+        )
 
     def to_best(self, best: FrozenTrial) -> dict[str, Any]:
         """The sweep's cost to reach ``best``: every attempt finished by the time it completed,
@@ -228,24 +257,97 @@ def sweep_cost(
     return SweepCost(budget, {c.number: c for c in costs if c is not None})
 
 
-def budget_stop(study: optuna.Study, budget: BudgetConfig, device: Device) -> str | None:
+LOOK_S = 5.0
+"""At most this long between a running trial's looks at the compute budget."""
+
+
+def look_s(search: SearchConfig) -> float:
+    """Seconds between a budget watcher's looks (every heartbeat, at most ``LOOK_S``)."""
+    return min(float(search.heartbeat_s), LOOK_S)
+
+
+def reserve_s(search: SearchConfig) -> float:
+    """What the watcher holds back (two looks: the step under way, the state write and the
+    re-queue still spend after a stop is asked), which the gate holds back too, so that no
+    trial starts only to be stopped at once."""
+    return 2 * look_s(search)
+
+
+def budget_stop(study: optuna.Study, search: SearchConfig, device: Device) -> str | None:
     """The gate a worker passes before claiming a slot: why no trial on ``device`` may start."""
+    if _limit(search.budget, device) is None:
+        return None
+    cost = sweep_cost(study.get_trials(deepcopy=False), search.budget)
+    return cost.stop(device, reserve_s=reserve_s(search))
+
+
+def budget_spent(
+    study: optuna.Study, budget: BudgetConfig, device: Device, *, within_s: float
+) -> str | None:
+    """What a worker's budget watcher asks while its trial runs (``SweepCost.exhausted``)."""
     if _limit(budget, device) is None:
         return None
-    return sweep_cost(study.get_trials(deepcopy=False), budget).stop(device)
+    return sweep_cost(study.get_trials(deepcopy=False), budget).exhausted(device, within_s=within_s)
 
 
-def budget_end(study: optuna.Study, budget: BudgetConfig, *, trials: int) -> str | None:
+def budget_end(study: optuna.Study, search: SearchConfig, *, trials: int) -> str | None:
     """Why the compute budget ended the sweep before its ``trials`` were done, or None."""
-    if all(_limit(budget, d) is None for d in DEVICES):
+    if all(_limit(search.budget, d) is None for d in DEVICES):
         return None
     frozen = study.get_trials(deepcopy=False)
     if sum(t.state in FINISHED for t in frozen) >= trials:
         return None
-    cost = sweep_cost(frozen, budget)
-    stops = [s for s in (cost.stop(d) for d in DEVICES) if s is not None]
+    cost = sweep_cost(frozen, search.budget)
+    stops = [s for s in (cost.stop(d, reserve_s=reserve_s(search)) for d in DEVICES) if s]
     return "; ".join(stops) or None
 
 
 def _limit(budget: BudgetConfig, device: Device) -> float | None:
     return budget.gpu_hours if device == "gpu" else budget.cpu_hours
+
+
+class BudgetWatch:
+    """While a worker's trial runs, looks every ``every_s`` seconds whether the compute budget
+    is spent (or would be before the next look) and then calls ``on_spent`` (the worker's
+    stop request, as SIGTERM's): the trial ends after
+    its optimizer step with its resumable state written and is re-queued as interrupted, and
+    the worker takes no new trial. The gate (``SweepCost.stop``) keeps trials from starting;
+    this keeps one that turned out dearer than the median from running past the budget."""
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        budget: BudgetConfig,
+        device: Device,
+        *,
+        on_spent: Callable[[str], None],
+        every_s: float,
+    ) -> None:
+        self.study, self.budget, self.device = study, budget, device
+        self.on_spent, self.every_s = on_spent, every_s
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> BudgetWatch:
+        if _limit(self.budget, self.device) is not None:
+            self._thread = threading.Thread(
+                target=self._watch, daemon=True, name="tunefleet-budget"
+            )
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _watch(self) -> None:
+        while not self._done.wait(self.every_s):
+            try:
+                why = budget_spent(self.study, self.budget, self.device, within_s=2 * self.every_s)
+            except Exception:  # a database hiccup: look again next time
+                continue
+            if why is not None:
+                print(why, flush=True)
+                self.on_spent(why)
+                return

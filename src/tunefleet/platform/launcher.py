@@ -475,7 +475,7 @@ class LocalFleet(Fleet):
             return False
         if failure_stop(self.store, self.config.name, self.config.search.max_failures):
             return False
-        if budget_end(self.study, self.config.search.budget, trials=budget(self.config)):
+        if budget_end(self.study, self.config.search, trials=budget(self.config)):
             return False  # a worker started now would stop at the compute budget's gate
         sweep = self.store.get_sweep(self.config.name)
         return sweep.claimed < sweep.budget
@@ -663,13 +663,16 @@ def run_sweep(
             fleet = _start(
                 cluster, config, store, study, layout, db_url, workers, deadline, placement
             )
-            code = watch(fleet, total) or (0 if store_has_complete(study) else 1)
+            code = watch(fleet, total)
+            # A sweep the compute budget ended did what it was told, completed trial or not.
+            ended = budget_end(study, config.search, trials=total)
+            code = code or (0 if store_has_complete(study) or ended else 1)
             end.status = "FINISHED" if code == 0 else "KILLED" if code == INTERRUPTED else "FAILED"
     finally:
         if cluster is not None:
             cluster.shutdown()
     info = summary(config, store, layout, db_url)
-    info["budget_end"] = budget_end(study, config.search.budget, trials=total)
+    info["budget_end"] = ended
     if ray_line:
         info["dashboards"].append(ray_line)
     print_summary(config, info, wall_s=time.time() - started)

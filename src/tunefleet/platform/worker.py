@@ -26,7 +26,15 @@ from pydantic import ValidationError
 
 from tunefleet.config import SweepConfig, apply_params, with_secrets
 from tunefleet.errors import TunefleetError
-from tunefleet.platform.cost import COMPUTE_ATTR, budget_stop, record_cost, worker_compute
+from tunefleet.platform.cost import (
+    COMPUTE_ATTR,
+    BudgetWatch,
+    Device,
+    budget_stop,
+    look_s,
+    record_cost,
+    worker_compute,
+)
 from tunefleet.platform.layout import Layout, mlflow_tracking_uri
 from tunefleet.platform.quiet import quiet_libraries
 from tunefleet.platform.retries import (
@@ -139,14 +147,14 @@ def run_worker(options: WorkerOptions) -> int:
             if options.deadline is not None and time.time() >= options.deadline:
                 break
             stop = failure_stop(sweep.store, sweep.name, sweep.config.search.max_failures)
-            stop = stop or budget_stop(sweep.study, sweep.config.search.budget, device)
+            stop = stop or budget_stop(sweep.study, sweep.config.search, device)
             if stop is not None:
                 print(stop, flush=True)
                 break
             if not sweep.store.claim_slot(options.name):
                 break
             trial = start_trial(sweep.study, sweep.store, options)
-            with heartbeat(sweep.study, trial):
+            with heartbeat(sweep.study, trial), _budget_watch(sweep, device):
                 ok = run_one(sweep, trial)
             ran += 1
             failures = 0 if ok else failures + 1
@@ -154,6 +162,14 @@ def run_worker(options: WorkerOptions) -> int:
     replay.join(sweep.config.tracking.sink_wait_s)
     sweep.store.dispose()
     return ran
+
+
+def _budget_watch(sweep: _Sweep, device: Device) -> BudgetWatch:
+    every_s = look_s(sweep.config.search)
+    budget = sweep.config.search.budget
+    return BudgetWatch(
+        sweep.study, budget, device, on_spent=sweep.shutdown.request, every_s=every_s
+    )
 
 
 class _Shutdown:
@@ -168,6 +184,14 @@ class _Shutdown:
         self.stop = threading.Event()
         self.on_timeout: list[Any] = []
         """Callables run (best effort) before the grace runs out: the running trial's re-queue."""
+        self.why: str | None = None
+        """Why a stop was requested other than by a signal (the compute budget is spent)."""
+
+    def request(self, why: str) -> None:
+        """Stop as SIGTERM would, without its grace deadline: the trial stops after its step
+        with its state written and is re-queued, and no new trial starts."""
+        self.why = why
+        self.stop.set()
 
     def install(self) -> None:
         if threading.current_thread() is threading.main_thread():
@@ -264,7 +288,8 @@ def run_one(sweep: _Sweep, trial: optuna.Trial) -> bool:
         outcome = train(sweep, asked)
     except (KeyboardInterrupt, TrialInterrupted) as exc:
         _end_tracking(sweep, asked, "KILLED", interrupted=True)
-        _fail(sweep, trial, "interrupted", last_line(exc), asked.params)
+        why = "compute budget spent" if sweep.shutdown.why else last_line(exc)
+        _fail(sweep, trial, "interrupted", why, asked.params)
         if isinstance(exc, KeyboardInterrupt):
             raise
         return True
