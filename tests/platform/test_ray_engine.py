@@ -216,7 +216,9 @@ def test_ctrl_c_gives_each_actor_its_sigterm_grace(
 ) -> None:
     """Ctrl-C on a Ray sweep: each actor's worker is sent SIGTERM on its node, saves its trial
     after the current step (not only at its last evaluation) and re-queues it; exit 130."""
-    config = sweep_file(tmp_path, tiny_model, sentiment_csv, epochs=30)
+    config = sweep_file(
+        tmp_path, tiny_model, sentiment_csv, epochs=150
+    )  # long trials: the Ctrl-C lands while they train
     out = tmp_path / "runs"
     sweep = subprocess.Popen(
         [*TUNEFLEET, *ray_sweep_args(config, out, pg_url, cluster.address)],
