@@ -655,15 +655,6 @@ class Constraint(BaseModel):
         """Optuna's convention: <= 0 when the rule holds, else by how much it fails."""
         return value - self.bound if self.op in ("<=", "<") else self.bound - value
 
-    def holds(self, value: float) -> bool:
-        ops = {
-            "<=": value <= self.bound,
-            "<": value < self.bound,
-            ">=": value >= self.bound,
-            ">": value > self.bound,
-        }
-        return ops[self.op]
-
     def __str__(self) -> str:
         return f"{self.metric} {self.op} {self.bound:g}"
 
