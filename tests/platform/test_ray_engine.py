@@ -160,7 +160,9 @@ def test_a_sweep_runs_one_actor_per_node_each_with_its_own_gpu(
 def test_a_node_lost_mid_trial_is_retried_resumed_and_the_actor_restarts(
     tmp_path: Path, tiny_model: Path, sentiment_csv: Path, cluster: Any, pg_url: str
 ) -> None:
-    config = sweep_file(tmp_path, tiny_model, sentiment_csv, epochs=4)
+    # Trials long enough that the node goes while the trial seen running (state written at its
+    # first epoch) is still training.
+    config = sweep_file(tmp_path, tiny_model, sentiment_csv, epochs=12)
     log = tmp_path / "sweep.log"
     with log.open("w") as handle:
         sweep = subprocess.Popen(
@@ -171,7 +173,7 @@ def test_a_node_lost_mid_trial_is_retried_resumed_and_the_actor_restarts(
         )
     try:
         [worker_node] = list(cluster.worker_nodes)
-        running_trial_on(pg_url, tmp_path / "runs", worker_node.node_id)
+        seen = running_trial_on(pg_url, tmp_path / "runs", worker_node.node_id)
         cluster.remove_node(worker_node, allow_graceful=False)
         sweep.wait(timeout=600)
     finally:
@@ -179,9 +181,9 @@ def test_a_node_lost_mid_trial_is_retried_resumed_and_the_actor_restarts(
     output = log.read_text()
     assert sweep.returncode == 0, output
     trials = assert_budget_exact(pg_url)
-    # The trial the node held when it went (trials are short: not necessarily the one seen
-    # running before the removal) is the one failed attempt, and it ran on that node.
+    # The trial seen running on the node is the one failed attempt.
     [lost] = [t for t in trials if t.state == TrialState.FAIL]
+    assert lost.number == seen, (lost.number, seen)
     node_pids = {
         w["pid"]
         for who in incarnations(pg_url).values()
@@ -268,28 +270,41 @@ def uninterrupted(config: Path, params: dict[str, Any], folder: Path) -> TrialOu
 
 def running_trial_on(db: str, out: Path, node_id: str) -> int:
     """Waits until the actor on ``node_id`` has a trial past its first evaluation (its resumable
-    state written); its number."""
+    state written); its number. One Optuna storage and one store for the whole wait: a fresh
+    engine (and the store's migration check) per look made each look slow enough under a loaded
+    machine for a whole trial to pass unseen."""
     resume = Layout.at(out)
     found: list[int] = []
+    opened: dict[str, Any] = {}
 
     def check() -> bool:
-        try:
-            seen = incarnations(db)
-            store = Store(db)
-        except Exception:  # the study is not created yet
-            return False
-        try:
-            pids = {w["pid"] for who in seen.values() for w in who if w["node_id"] == node_id}
-            for record in store.trials("onray"):
-                saved = has_resumable(resume.resume_dir("onray", record.number))
-                if record.state == "RUNNING" and record.pid in pids and saved:
-                    found.append(record.number)
-                    return True
-        finally:
-            store.dispose()
+        if not opened:
+            try:
+                storage = optuna.storages.RDBStorage(db)
+                study_id = storage.get_study_id_from_name("onray")
+            except Exception:  # the study is not created yet
+                return False
+            opened.update(storage=storage, study_id=study_id, store=Store(db))
+        attrs = opened["storage"].get_study_user_attrs(opened["study_id"])
+        pids = {
+            w["pid"]
+            for i in range(2)
+            for w in attrs.get(f"ray_worker_{i}", [])
+            if w["node_id"] == node_id
+        }
+        for record in opened["store"].trials("onray"):
+            saved = has_resumable(resume.resume_dir("onray", record.number))
+            if record.state == "RUNNING" and record.pid in pids and saved:
+                found.append(record.number)
+                return True
         return False
 
-    wait_for(check, timeout_s=300, every_s=0.5, what="a trial running on the worker node")
+    try:
+        wait_for(check, timeout_s=300, every_s=0.2, what="a trial running on the worker node")
+    finally:
+        if opened:
+            opened["store"].dispose()
+            opened["storage"].engine.dispose()
     return found[0]
 
 

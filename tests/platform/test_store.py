@@ -427,6 +427,96 @@ class TestStoreConformance:
             created=second.created,
         )
 
+    # -- pins and alias history ----------------------------------------------------------------
+
+    def test_pins_round_trip(self, store_any: Store) -> None:
+        store_any.create_sweep("s", config={}, budget=3)
+        assert store_any.pins("s") == []
+        first = store_any.pin("s", 2, actor="ann@host", reason="the paper's model")
+        assert first.created.tzinfo == timezone.utc
+        # Pinning twice keeps the first pin.
+        assert store_any.pin("s", 2, actor="bob@host") == first
+        store_any.pin("s", 0, actor="bob@host")
+        assert [(p.number, p.actor) for p in store_any.pins("s")] == [
+            (0, "bob@host"),
+            (2, "ann@host"),
+        ]
+        assert store_any.unpin("s", 2) is True
+        assert store_any.unpin("s", 2) is False
+        assert [p.number for p in store_any.pins("s")] == [0]
+        with pytest.raises(NotFoundError):
+            store_any.pin("nope", 0, actor="a")
+
+    def test_alias_moves_are_an_append_only_history(self, store_any: Store) -> None:
+        assert store_any.alias_moves("m") == []
+        register = store_any.record_alias_move(
+            model_name="m",
+            alias="challenger",
+            action="register",
+            from_version=None,
+            to_version="1",
+            actor="ann@host",
+            sweep="s",
+            number=3,
+        )
+        gate = {"checks": [{"name": "floor", "passed": True, "value": 0.9, "limit": 0.8}]}
+        promote = store_any.record_alias_move(
+            model_name="m",
+            alias="champion",
+            action="promote",
+            from_version=None,
+            to_version="1",
+            actor="ann@host",
+            sweep="s",
+            number=3,
+            gate=gate,
+        )
+        store_any.record_alias_move(
+            model_name="other",
+            alias="champion",
+            action="force",
+            from_version="4",
+            to_version="5",
+            actor="bob@host",
+            reason="hotfix",
+        )
+        moves = store_any.alias_moves("m")
+        assert moves == [register, promote]
+        assert promote.id > register.id and promote.gate == gate
+        assert promote.created.tzinfo == timezone.utc
+        assert [m.reason for m in store_any.alias_moves("other")] == ["hotfix"]
+        with pytest.raises(ValueError, match="action 'moved'"):
+            store_any.record_alias_move(
+                model_name="m",
+                alias="champion",
+                action="moved",
+                from_version=None,
+                to_version="1",
+                actor="a",
+            )
+        with pytest.raises(ValueError, match="gate"):
+            store_any.record_alias_move(
+                model_name="m",
+                alias="champion",
+                action="promote",
+                from_version=None,
+                to_version="1",
+                actor="a",
+                gate={"x": float("nan")},
+            )
+
+    def test_checkpoint_size_and_removal_round_trip(self, store_any: Store) -> None:
+        store_any.create_sweep("s", config={}, budget=1)
+        store_any.upsert_trial("s", 0, checkpoint="ck/0", checkpoint_bytes=12_345_678_901)
+        record = store_any.trial("s", 0)
+        assert record is not None and record.checkpoint_bytes == 12_345_678_901
+        assert record.checkpoint_removed is None
+        store_any.upsert_trial("s", 0, checkpoint_removed="gc: pruned trial's leftovers")
+        record = store_any.trial("s", 0)
+        assert record is not None and record.checkpoint_removed == "gc: pruned trial's leftovers"
+        with pytest.raises(ValueError, match="checkpoint_bytes"):
+            store_any.upsert_trial("s", 0, checkpoint_bytes=-1)
+
     # -- errors ------------------------------------------------------------------------------
 
     def test_unknown_sweep_raises_not_found(self, store_any: Store) -> None:

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 from tunefleet.platform.store.store import (
+    ALIAS_ACTIONS,
+    AliasMove,
     BestRecord,
+    PinRecord,
     PromotionRecord,
     Store,
     SweepRecord,
     TrialRecord,
 )
 
-__all__ = ["BestRecord", "PromotionRecord", "Store", "SweepRecord", "TrialRecord"]
+__all__ = [
+    "ALIAS_ACTIONS",
+    "AliasMove",
+    "BestRecord",
+    "PinRecord",
+    "PromotionRecord",
+    "Store",
+    "SweepRecord",
+    "TrialRecord",
+]

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Dialect,
@@ -130,6 +131,10 @@ class Trial(Base):
     """What the trial's compute is counted in: ``gpu`` or ``cpu``."""
     device_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     """The trial's compute: seconds of training x its GPUs (or torch threads without one)."""
+    checkpoint_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """The size on disk of the trial's best checkpoint when it was written."""
+    checkpoint_removed: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """Why retention deleted the checkpoint (None while it is on disk)."""
 
 
 class Best(Base):
@@ -162,4 +167,43 @@ class PromotionRow(Base):
     model_name: Mapped[str] = mapped_column(String(255), nullable=False)
     model_version: Mapped[str | None] = mapped_column(String(255), nullable=True)
     checkpoint: Mapped[str] = mapped_column(Text, nullable=False)
+    created: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class PinRow(Base):
+    """A checkpoint retention must never delete (``tunefleet pin``)."""
+
+    __tablename__ = "tf_pins"
+    __table_args__ = (UniqueConstraint("sweep_id", "number", name="uq_tf_pins_sweep_number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sweep_id: Mapped[int] = mapped_column(
+        Integer,
+        ForeignKey("tf_sweeps.id", ondelete="CASCADE", name="fk_tf_pins_sweep"),
+        nullable=False,
+        index=True,
+    )
+    number: Mapped[int] = mapped_column(Integer, nullable=False)
+    actor: Mapped[str] = mapped_column(String(255), nullable=False)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class AliasMoveRow(Base):
+    """One move of a registry alias (or a gate that refused to move it): the audit trail
+    MLflow does not keep."""
+
+    __tablename__ = "tf_alias_moves"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(String(255), nullable=False, index=True)
+    alias: Mapped[str] = mapped_column(String(255), nullable=False)
+    action: Mapped[str] = mapped_column(String(32), nullable=False)
+    from_version: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    to_version: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    sweep: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    actor: Mapped[str] = mapped_column(String(255), nullable=False)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    gate: Mapped[dict[str, Any] | None] = mapped_column(NullableJSON, nullable=True)
     created: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)

@@ -18,14 +18,23 @@ from typing import Any, NoReturn, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, Row, insert, select, text, update
+from sqlalchemy import Connection, Engine, Row, delete, insert, select, text, update
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from tunefleet.errors import NotFoundError
 from tunefleet.platform.store.engine import create_store_engine, retry_locked
-from tunefleet.platform.store.models import Base, Best, PromotionRow, Sweep, Trial, utcnow
+from tunefleet.platform.store.models import (
+    AliasMoveRow,
+    Base,
+    Best,
+    PinRow,
+    PromotionRow,
+    Sweep,
+    Trial,
+    utcnow,
+)
 from tunefleet.redaction import redact_url
 
 T = TypeVar("T")
@@ -95,6 +104,10 @@ class TrialRecord:
     """``gpu`` or ``cpu``: what ``device_seconds`` counts."""
     device_seconds: float | None = None
     """Compute spent: training seconds x GPUs (or x torch threads on a CPU-only worker)."""
+    checkpoint_bytes: int | None = None
+    """The size on disk of the trial's best checkpoint when it was written."""
+    checkpoint_removed: str | None = None
+    """Why retention deleted the checkpoint; None while it is on disk."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +130,45 @@ class PromotionRecord:
     model_name: str
     model_version: str | None
     checkpoint: str
+    created: datetime
+
+
+@dataclass(frozen=True)
+class PinRecord:
+    """A trial whose checkpoint retention never deletes."""
+
+    name: str
+    number: int
+    actor: str
+    reason: str | None
+    created: datetime
+
+
+#: What an alias move was (:meth:`Store.record_alias_move`).
+ALIAS_ACTIONS = ("register", "promote", "force", "gate-failed", "rollback")
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    """One entry of a registered model's alias history.
+
+    ``action`` is one of :data:`ALIAS_ACTIONS`: ``register`` (a new version took an alias such
+    as ``challenger``), ``promote`` (a gate passed and the alias moved), ``force`` (moved over
+    the gate, with a reason), ``gate-failed`` (nothing moved; ``gate`` says why) and
+    ``rollback``. ``from_version`` is None when the alias named no version before.
+    """
+
+    id: int
+    model_name: str
+    alias: str
+    action: str
+    from_version: str | None
+    to_version: str | None
+    sweep: str | None
+    number: int | None
+    actor: str
+    reason: str | None
+    gate: dict[str, Any] | None
     created: datetime
 
 
@@ -280,6 +332,8 @@ def _check_trial_field(field: str, value: Any) -> Any:
         return {k: _check_real(v, f"{what}[{k!r}]", finite=True) for k, v in measured.items()}
     if field == "device_seconds":
         return None if value is None else _check_real(value, what, finite=True)
+    if field == "checkpoint_bytes":
+        return None if value is None else _check_count(value, what)
     if field in ("requeued", "feasible"):
         if value is None and field == "feasible":
             return None
@@ -332,6 +386,8 @@ def _trial_record(row: Row[Any]) -> TrialRecord:
         feasible=row.feasible,
         device=row.device,
         device_seconds=row.device_seconds,
+        checkpoint_bytes=row.checkpoint_bytes,
+        checkpoint_removed=row.checkpoint_removed,
     )
 
 
@@ -897,5 +953,172 @@ class Store:
                 .order_by(PromotionRow.id)
             )
             return [_promotion_record(name, row) for row in rows]
+
+        return self._read(op)
+
+    # ---------------------------------------------------------------------------------------
+    # Pins
+
+    def pin(self, name: str, number: int, *, actor: str, reason: str | None = None) -> PinRecord:
+        """Pin trial ``number``'s checkpoint: retention never deletes it. Pinning a pinned
+        trial keeps the first pin and returns it.
+
+        Raises:
+            NotFoundError: No sweep has that name.
+            ValueError: An argument is invalid.
+        """
+        _check_name(name)
+        _check_count(number, "trial number")
+        _check_name(actor, "actor")
+        _check_optional_str(reason, "reason")
+
+        def op(conn: Connection) -> PinRecord:
+            sweep_id = self._sweep_id(conn, name)
+            row = conn.execute(
+                select(PinRow.__table__).where(PinRow.sweep_id == sweep_id, PinRow.number == number)
+            ).one_or_none()
+            if row is None:
+                created = utcnow()
+                conn.execute(
+                    insert(PinRow).values(
+                        sweep_id=sweep_id,
+                        number=number,
+                        actor=actor,
+                        reason=reason,
+                        created=created,
+                    )
+                )
+                return PinRecord(name, number, actor, reason, created)
+            return PinRecord(name, row.number, row.actor, row.reason, row.created)
+
+        return self._write(op)
+
+    def unpin(self, name: str, number: int) -> bool:
+        """Remove trial ``number``'s pin; whether there was one.
+
+        Raises:
+            NotFoundError: No sweep has that name.
+            ValueError: An argument is invalid.
+        """
+        _check_name(name)
+        _check_count(number, "trial number")
+
+        def op(conn: Connection) -> bool:
+            sweep_id = self._sweep_id(conn, name)
+            result = conn.execute(
+                delete(PinRow).where(PinRow.sweep_id == sweep_id, PinRow.number == number)
+            )
+            return bool(result.rowcount)
+
+        return self._write(op)
+
+    def pins(self, name: str) -> list[PinRecord]:
+        """The sweep's pins, by trial number.
+
+        Raises:
+            NotFoundError: No sweep has that name.
+            ValueError: ``name`` is invalid.
+        """
+        _check_name(name)
+
+        def op(conn: Connection) -> list[PinRecord]:
+            sweep_id = self._sweep_id(conn, name)
+            rows = conn.execute(
+                select(PinRow.__table__).where(PinRow.sweep_id == sweep_id).order_by(PinRow.number)
+            )
+            return [PinRecord(name, r.number, r.actor, r.reason, r.created) for r in rows]
+
+        return self._read(op)
+
+    # ---------------------------------------------------------------------------------------
+    # Alias history
+
+    def record_alias_move(
+        self,
+        *,
+        model_name: str,
+        alias: str,
+        action: str,
+        from_version: str | None,
+        to_version: str | None,
+        actor: str,
+        sweep: str | None = None,
+        number: int | None = None,
+        reason: str | None = None,
+        gate: Mapping[str, Any] | None = None,
+    ) -> AliasMove:
+        """Append one entry to ``model_name``'s alias history (see :class:`AliasMove`).
+
+        Keyed by the registered model's name, not a sweep: one model may take versions from
+        several sweeps. Rows are never updated or deleted.
+
+        Raises:
+            ValueError: An argument is invalid (``action`` not in :data:`ALIAS_ACTIONS`, a gate
+                that is not strict JSON, ...).
+        """
+        _check_name(model_name, "model name")
+        _check_name(alias, "alias")
+        if action not in ALIAS_ACTIONS:
+            raise ValueError(f"invalid action {action!r}: expected one of {ALIAS_ACTIONS}")
+        _check_optional_str(from_version, "from_version")
+        _check_optional_str(to_version, "to_version")
+        _check_name(actor, "actor")
+        _check_optional_str(sweep, "sweep")
+        if number is not None:
+            _check_count(number, "trial number")
+        _check_optional_str(reason, "reason")
+        checked_gate = None if gate is None else _check_dict(gate, "gate")
+        values = {
+            "model_name": model_name,
+            "alias": alias,
+            "action": action,
+            "from_version": from_version,
+            "to_version": to_version,
+            "sweep": sweep,
+            "number": number,
+            "actor": actor,
+            "reason": reason,
+            "gate": checked_gate,
+        }
+
+        def op(conn: Connection) -> AliasMove:
+            created = utcnow()
+            result = conn.execute(insert(AliasMoveRow).values(**values, created=created))
+            (key,) = result.inserted_primary_key or (None,)
+            return AliasMove(id=int(key or 0), created=created, **values)  # type: ignore[arg-type]
+
+        return self._write(op)
+
+    def alias_moves(self, model_name: str) -> list[AliasMove]:
+        """``model_name``'s alias history, oldest first (empty for an unknown model).
+
+        Raises:
+            ValueError: ``model_name`` is invalid.
+        """
+        _check_name(model_name, "model name")
+
+        def op(conn: Connection) -> list[AliasMove]:
+            rows = conn.execute(
+                select(AliasMoveRow.__table__)
+                .where(AliasMoveRow.model_name == model_name)
+                .order_by(AliasMoveRow.id)
+            )
+            return [
+                AliasMove(
+                    id=r.id,
+                    model_name=r.model_name,
+                    alias=r.alias,
+                    action=r.action,
+                    from_version=r.from_version,
+                    to_version=r.to_version,
+                    sweep=r.sweep,
+                    number=r.number,
+                    actor=r.actor,
+                    reason=r.reason,
+                    gate=None if r.gate is None else dict(r.gate),
+                    created=r.created,
+                )
+                for r in rows
+            ]
 
         return self._read(op)
