@@ -524,8 +524,11 @@ def watch(fleet: Fleet, budget: int) -> int:
     try:
         with StaleClock(study):
             while True:
+                # Polled before the check: a worker that dies while the check runs is seen
+                # by the next round's check, never left with its trial RUNNING.
+                alive = fleet.running()
                 fleet.check()  # may start a worker again, for a retry that waits
-                if not fleet.running():
+                if not alive and not fleet.running():
                     break
                 line = progress_line(study, budget, started)
                 now = (line.split("]", 1)[1], live_progress(fleet, budget))
