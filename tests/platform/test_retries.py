@@ -32,6 +32,8 @@ from support.wandb_offline import history, offline_runs, run_info
 from tunefleet.platform.layout import Layout
 from tunefleet.platform.retries import Retries, attempt_of, failure_stop, halved_batch
 from tunefleet.platform.store import Store, TrialRecord
+from tunefleet.search.liveness import fail_trial
+from tunefleet.search.study import PRIMARY_SUFFIX
 from tunefleet.trainers.resume import has_resumable, resumable_step
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -88,6 +90,28 @@ def test_an_interrupted_trial_is_retried_with_its_params_until_max_retries(
     # Every dead attempt gave its slot back: the budget counts logical trials.
     assert store.get_sweep("r").claimed == 0
     assert not study.get_trials(states=(TrialState.WAITING,))
+    store.dispose()
+
+
+def test_a_dead_multi_objective_trials_twin_is_failed_with_it(db_url: str, tmp_path: Path) -> None:
+    """The twin in ``NAME#primary`` (pruning on the first objective) ends with its trial: a
+    dead worker never tells it, and a RUNNING twin would compete at the pruner's rungs."""
+    store = Store(db_url)
+    store.create_sweep("m", config={}, budget=3)
+    study = optuna.create_study(study_name="m", storage=db_url, directions=["maximize", "minimize"])
+    primary = optuna.create_study(study_name="m" + PRIMARY_SUFFIX, storage=db_url)
+    retries = Retries(store, "m", max_retries=1, layout=Layout.at(tmp_path))
+    assert store.claim_slot("m")
+    trial, twin = study.ask(), primary.ask()
+    trial.set_user_attr("twin", twin.number)
+    twin.report(0.5, step=4)
+    assert fail_trial(study, trial.number)  # as the launcher does on a dead worker's pid
+    [dead] = study.get_trials(deepcopy=False)
+    assert retries.end(study, dead, reason="interrupted", detail="worker died")
+    [ended] = primary.get_trials(deepcopy=False)
+    assert ended.state == TrialState.FAIL
+    [_, retry] = study.get_trials(deepcopy=False)
+    assert "twin" not in retry.user_attrs  # the retry asks for a twin of its own
     store.dispose()
 
 

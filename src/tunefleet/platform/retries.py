@@ -37,11 +37,12 @@ from optuna.trial import FrozenTrial
 
 from tunefleet.platform.layout import Layout
 from tunefleet.platform.store import Store
+from tunefleet.search.study import fail_twin
 
 RETRIED_REASONS = frozenset({"interrupted", "stale"})
 """Reasons that are the machine's fault: re-queued up to ``search.max_retries``."""
 REASONS = ("interrupted", "stale", "failed", "invalid_params", "non_finite", "oom")
-_NOT_INHERITED = ("host", "pid", "fail_reason", "reason", "compute")
+_NOT_INHERITED = ("host", "pid", "fail_reason", "reason", "compute", "twin")
 """User attrs that describe one attempt, not the logical trial."""
 
 
@@ -102,6 +103,7 @@ class Retries:
         from tunefleet.platform.cost import cost_fields  # cost imports this module
 
         attempt = attempt_of(trial)
+        fail_twin(study, trial)  # a no-op where the worker told its twin already
         retry = (reason in RETRIED_REASONS and attempt.attempt <= self.max_retries) or (
             reason == "oom" and overrides is not None
         )

@@ -19,7 +19,7 @@ from optuna.samplers import BaseSampler
 from optuna.storages import RDBStorage
 
 from tunefleet.config import SweepConfig
-from tunefleet.search.liveness import GRACE_SECONDS, HEARTBEAT_SECONDS
+from tunefleet.search.liveness import GRACE_SECONDS, HEARTBEAT_SECONDS, fail_trial
 from tunefleet.search.space import grid
 
 SamplerFactory = Callable[[SweepConfig, int], BaseSampler]
@@ -257,6 +257,20 @@ def open_study(
 PRIMARY_SUFFIX = "#primary"
 """A multi-objective sweep's primary study is named ``NAME#primary`` (``#`` is not allowed in
 sweep names, so it never meets a sweep's own study)."""
+
+
+def fail_twin(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+    """Fail a multi-objective trial's twin (``primary_study``) that is still RUNNING: its
+    trial was failed by whoever found its worker dead, and that worker will never tell the
+    twin; a RUNNING twin would stay a competitor at the pruner's rungs for good. True if
+    failed here; False for a trial without a twin, or one already ended."""
+    number = trial.user_attrs.get("twin")
+    if number is None:
+        return False
+    primary = optuna.load_study(
+        study_name=study.study_name + PRIMARY_SUFFIX, storage=study._storage
+    )
+    return fail_trial(primary, int(number))
 
 
 def primary_study(
