@@ -470,3 +470,34 @@ def test_history_from_a_different_space_exits_2_naming_the_dimensions(
     assert [s.study_name for s in optuna.get_all_study_summaries(layout.db_url)] == ["old"]
     after = [(t.number, t.state, t.params, t.values) for t in new_study(layout, "old").get_trials()]
     assert after == before
+
+
+def test_validate_checks_the_warm_starts_sweep_in_its_db_and_creates_nothing(
+    tmp_path: Path, tiny_model: Path, sentiment_csv: Path
+) -> None:
+    layout = Layout.at(tmp_path / "runs")
+
+    def validate(name: str, space: dict[str, Any], **warm: Any) -> Any:
+        config = sweep_config(tiny_model, sentiment_csv, name, space, warm_start=warm)
+        path = write_config(tmp_path, config, name=name)
+        return run_cli("validate", str(path), "--out", str(layout.out))
+
+    # No database there yet: refused, and none is created.
+    missing = validate("new", OLD_SPACE, **{"from": "old"})
+    assert missing.returncode == 2, missing.stdout + missing.stderr
+    assert "search.warm_start.from: no sweep named 'old'" in missing.stderr
+    assert "does not exist yet" in missing.stderr and not layout.out.exists()
+
+    earlier_sweep(layout, sweep_config(tiny_model, sentiment_csv, "old", OLD_SPACE), trials=3)
+    unknown = validate("new", OLD_SPACE, **{"from": "olde"})
+    assert unknown.returncode == 2
+    assert "no sweep named 'olde' in this --db; sweeps here: old" in unknown.stderr
+    other = validate("new", NARROW, **{"from": "old", "mode": "history"})
+    assert other.returncode == 2
+    assert "mode history needs the same search.space as 'old'" in other.stderr
+    good = validate("new", NARROW, **{"from": "old", "top_k": 2})
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "warm start: 3 complete trial(s) of 'old', mode top_k" in good.stdout
+    # validate records nothing: the earlier sweep is the only one in the store and the storage.
+    assert Store(layout.db_url).sweep_names() == ["old"]
+    assert [s.study_name for s in optuna.get_all_study_summaries(layout.db_url)] == ["old"]

@@ -12,10 +12,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from optuna.trial import TrialState
+from sqlalchemy.engine import make_url
+
 from tunefleet.config import SweepConfig
 from tunefleet.errors import ConfigError
 from tunefleet.packaged import PACKAGED
+from tunefleet.platform.store import Store
 from tunefleet.search.space import grid
+from tunefleet.search.study import make_storage
+from tunefleet.search.warm_start import KEY as WARM_KEY
+from tunefleet.search.warm_start import WarmStart, own_trials, plan
 from tunefleet.trainers.architectures import method_problem, model_type_at
 from tunefleet.trainers.data import Splits, load_splits
 from tunefleet.trainers.device import check_weights
@@ -155,3 +162,39 @@ def _extreme(config: SweepConfig, path: str, default: int, pick: Callable[..., A
         return int(pick(dim.choices))
     assert dim.low is not None and dim.high is not None
     return int(pick(dim.low, dim.high))
+
+
+def warm_start_plan(config: SweepConfig, store: Store, db_url: str) -> WarmStart | None:
+    """``search.warm_start`` checked against the earlier sweep in this ``--db`` (None: a cold
+    start, or a resumed sweep that was warm-started already)."""
+    if config.search.warm_start is None:
+        return None
+    record = store.find_sweep(config.search.warm_start.from_)
+    return plan(
+        config,
+        sweeps=store.sweep_names(),
+        source=None if record is None else SweepConfig.model_validate(record.config),
+        storage=make_storage(db_url),
+    )
+
+
+def check_warm_start(config: SweepConfig, db_url: str) -> str:
+    """``validate``'s look at ``search.warm_start``: the earlier sweep checked in this ``--db``
+    as ``sweep`` would (ConfigError naming ``search.warm_start.from``), without creating a
+    database that is not there; a line saying what the warm start will take."""
+    warm = config.search.warm_start
+    assert warm is not None
+    url = make_url(db_url)
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        raise ConfigError(
+            [(WARM_KEY, f"no sweep named {warm.from_!r}: {url.database} does not exist yet")]
+        )
+    store = Store(db_url)
+    try:
+        planned = warm_start_plan(config, store, db_url)
+    finally:
+        store.dispose()
+    if planned is None:
+        return f"warm start: {config.name!r} was warm-started already (a resume)"
+    complete = len(own_trials(planned.old, states=(TrialState.COMPLETE,)))
+    return f"warm start: {complete} complete trial(s) of {warm.from_!r}, mode {warm.mode}"

@@ -130,6 +130,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         + (f" / {len(splits.test)} test" if splits.test else "")
         + f" rows, labels {list(splits.label_names)}, {len(config.search.space)} searched keys"
     )
+    if config.search.warm_start is not None:
+        from tunefleet.platform.checks import check_warm_start
+
+        print(check_warm_start(config, _layout_db(args)[1]))
     return 0
 
 
@@ -502,7 +506,11 @@ COMMAND_TABLE: tuple[Command, ...] = (
         ),
     ),
     Command(
-        "validate", cmd_validate, "check a config and its data; nothing runs", config="the config"
+        "validate",
+        cmd_validate,
+        "check a config and its data (and search.warm_start's sweep in --db); nothing runs",
+        config="the config",
+        args=STORE_ARGS,
     ),
     Command("schema", cmd_schema, "print the config's JSON schema (for editor completion)"),
 )

@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 
 from tunefleet.config import SweepConfig, flatten
 from tunefleet.errors import ConfigError, TunefleetError
-from tunefleet.platform.checks import check_sweep
+from tunefleet.platform.checks import check_sweep, warm_start_plan
 from tunefleet.platform.cost import budget_end
 from tunefleet.platform.layout import Layout, mlflow_tracking_uri
 from tunefleet.platform.pareto import front_of
@@ -45,7 +45,7 @@ from tunefleet.redaction import (
 )
 from tunefleet.search.liveness import StaleClock, fail_stale_trials, fail_trial
 from tunefleet.search.study import grid_size, make_storage, open_study
-from tunefleet.search.warm_start import WarmStart, best_own, own_trials, plan
+from tunefleet.search.warm_start import best_own, own_trials
 from tunefleet.tracking.mlflow_sink import fail_fast_http
 
 if TYPE_CHECKING:
@@ -194,7 +194,7 @@ def prepare_sweep(config: SweepConfig, layout: Layout, db_url: str) -> Store:
     existing = store.find_sweep(config.name)
     if existing is not None:
         _refuse_changed(config, SweepConfig.model_validate(existing.config))
-    warm = _warm_start(config, store, db_url)  # refused before anything is recorded
+    warm = warm_start_plan(config, store, db_url)  # refused before anything is recorded
     study = open_study(config, storage=make_storage(db_url), create=True)
     record = store.create_sweep(
         config.name, config=config.model_dump(mode="json"), budget=config.search.trials
@@ -209,20 +209,6 @@ def prepare_sweep(config: SweepConfig, layout: Layout, db_url: str) -> Store:
         store.set_mlflow_ids(config.name, experiment_id=ids[0], parent_run_id=ids[1])
     recover(store, config, db_url, layout=layout)
     return store
-
-
-def _warm_start(config: SweepConfig, store: Store, db_url: str) -> WarmStart | None:
-    """``search.warm_start`` checked against the earlier sweep in this ``--db`` (None: a cold
-    start, or a resumed sweep that was warm-started already)."""
-    if config.search.warm_start is None:
-        return None
-    record = store.find_sweep(config.search.warm_start.from_)
-    return plan(
-        config,
-        sweeps=store.sweep_names(),
-        source=None if record is None else SweepConfig.model_validate(record.config),
-        storage=make_storage(db_url),
-    )
 
 
 def _sweep_tracking(
