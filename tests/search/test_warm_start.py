@@ -28,7 +28,7 @@ from tunefleet.platform.status import open_view, status_json
 from tunefleet.platform.store import Store
 from tunefleet.platform.worker import WorkerOptions, run_worker
 from tunefleet.search.space import suggest_params
-from tunefleet.search.study import make_storage, open_study
+from tunefleet.search.study import make_storage, open_study, primary_study
 from tunefleet.search.warm_start import (
     STUDY_ATTR,
     fit,
@@ -501,3 +501,46 @@ def test_validate_checks_the_warm_starts_sweep_in_its_db_and_creates_nothing(
     # validate records nothing: the earlier sweep is the only one in the store and the storage.
     assert Store(layout.db_url).sweep_names() == ["old"]
     assert [s.study_name for s in optuna.get_all_study_summaries(layout.db_url)] == ["old"]
+
+
+def test_history_of_a_multi_objective_sweep_gives_its_twins_curves_to_the_pruner(
+    tmp_path: Path, tiny_model: Path, sentiment_csv: Path
+) -> None:
+    """Multi-objective trials report nothing (Optuna refuses): their evaluations are in their
+    twins in ``NAME#primary``, where the pruner decides; history copies those too."""
+    layout = Layout.at(tmp_path / "runs")
+    objectives = [
+        {"metric": "eval_accuracy", "direction": "maximize"},
+        {"metric": "trainable_params", "direction": "minimize"},
+    ]
+    old_config = sweep_config(tiny_model, sentiment_csv, "old", OLD_SPACE, objectives=objectives)
+
+    def with_twin(trial: optuna.Trial, params: dict[str, Any]) -> Any:
+        primary = primary_study(old_config, storage=make_storage(layout.db_url))
+        twin = primary.ask()
+        twin.set_user_attr("trial", trial.number)
+        trial.set_user_attr("twin", twin.number)
+        if prune_some(twin, params):
+            trial.study.tell(trial, state=TrialState.PRUNED)
+            return True
+        primary.tell(twin, value_of(params))
+        trial.study.tell(trial, [value_of(params), 1000.0])
+        return True
+
+    earlier_sweep(layout, old_config, trials=6, ending=with_twin)
+    warm = {"from": "old", "mode": "history"}
+    config = sweep_config(
+        tiny_model, sentiment_csv, "new", OLD_SPACE, objectives=objectives, warm_start=warm
+    )
+    prepare_sweep(config, layout, layout.db_url).dispose()
+
+    storage = make_storage(layout.db_url)
+    old_twins = primary_study(old_config, storage=storage).get_trials(deepcopy=False)
+    copies = primary_study(config, storage=storage).get_trials(deepcopy=False)
+    assert len(copies) == len(old_twins) == 6 and all(is_history(t) for t in copies)
+    by_trial = {t.user_attrs["warm_start"]["trial"]: t for t in copies}
+    for twin in old_twins:
+        copy = by_trial[twin.user_attrs["trial"]]
+        assert (copy.state, copy.values) == (twin.state, twin.values)
+        assert copy.intermediate_values == twin.intermediate_values
+    assert sum(t.state == TrialState.PRUNED for t in copies) == 2

@@ -30,6 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tunefleet.config import Dimension, SweepConfig, flatten, method_of_path
 from tunefleet.dotted import leaf_annotation
 from tunefleet.errors import ConfigError
+from tunefleet.search.study import PRIMARY_SUFFIX
 
 KEY = "search.warm_start.from"
 """The config key every refusal names."""
@@ -394,6 +395,8 @@ def add_history(study: optuna.Study, warm: WarmStart, config: SweepConfig, *, sa
     finished = own_trials(warm.old, states=states)
     copies = [_copy(t, warm.name, curves=comparable) for t in finished if t.number not in done]
     study.add_trials(copies)
+    if comparable and config.search.multi_objective:
+        _add_twins(study, warm, config, {t.number for t in finished if t.number not in done})
     pruned = sum(t.state == TrialState.PRUNED for t in finished)
     line = (
         f"warm start: {len(finished) - pruned} complete and {pruned} pruned trial(s) of "
@@ -405,6 +408,27 @@ def add_history(study: optuna.Study, warm: WarmStart, config: SweepConfig, *, sa
     return len(copies)
 
 
+def _add_twins(
+    study: optuna.Study, warm: WarmStart, config: SweepConfig, numbers: Container[int]
+) -> int:
+    """A multi-objective sweep's evaluations live in its twins (``NAME#primary``, where its
+    pruner decides): the copied trials' finished twins go to this sweep's primary study with
+    their curves and rung records, so that its pruner compares new curves with them too. Each
+    copy is marked like a history trial, ``trial`` naming the earlier sweep's trial."""
+    try:
+        old = optuna.load_study(study_name=warm.name + PRIMARY_SUFFIX, storage=warm.old._storage)
+    except KeyError:
+        return 0  # an earlier sweep recorded before twins existed
+    new = optuna.load_study(study_name=config.name + PRIMARY_SUFFIX, storage=study._storage)
+    twins = [
+        t
+        for t in old.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        if t.user_attrs.get("trial") in numbers
+    ]
+    new.add_trials([_copy(t, warm.name, curves=True, of=int(t.user_attrs["trial"])) for t in twins])
+    return len(twins)
+
+
 def _same_curves(old: SweepConfig, new: SweepConfig) -> bool:
     def curve_settings(config: SweepConfig) -> Any:
         return config.model_dump(
@@ -414,10 +438,11 @@ def _same_curves(old: SweepConfig, new: SweepConfig) -> bool:
     return bool(curve_settings(old) == curve_settings(new))
 
 
-def _copy(trial: FrozenTrial, name: str, *, curves: bool) -> FrozenTrial:
+def _copy(trial: FrozenTrial, name: str, *, curves: bool, of: int | None = None) -> FrozenTrial:
     """The trial as a history trial of another study: its params, distributions, values and
     times; its user attrs (host, pid, tracking of runs in the earlier sweep) replaced by the
-    mark; the sampler's system attrs (constraints, grid point) kept."""
+    mark (naming trial ``of``, where given: a twin names its trial); the sampler's system attrs
+    (constraints, grid point) kept."""
     system: dict[str, Any] = {
         k: v for k, v in trial.system_attrs.items() if curves or not k.startswith(_RUNG_ATTR)
     }
@@ -431,7 +456,13 @@ def _copy(trial: FrozenTrial, name: str, *, curves: bool) -> FrozenTrial:
         datetime_complete=trial.datetime_complete,
         params=dict(trial.params),
         distributions=distributions,
-        user_attrs={TRIAL_ATTR: {"from": name, "trial": trial.number, "mode": "history"}},
+        user_attrs={
+            TRIAL_ATTR: {
+                "from": name,
+                "trial": trial.number if of is None else of,
+                "mode": "history",
+            }
+        },
         system_attrs=system,
         intermediate_values=dict(trial.intermediate_values) if curves else {},
         trial_id=-1,
