@@ -41,7 +41,13 @@ def compare(
 ) -> float:
     """The largest absolute logit difference of ``load(texts)`` from ``expected``;
     ExportCheckError when it is past the format's tolerance (or the shapes differ)."""
-    actual = load(texts)
+    try:
+        actual = load(texts)
+    except Exception as exc:  # the export's own loader or runtime refused what was written
+        raise ExportCheckError(
+            f"the {fmt} export at {where} could not be reloaded and run "
+            f"({type(exc).__name__}: {exc}); nothing was written"
+        ) from exc
     if actual.shape != expected.shape:
         raise ExportCheckError(
             f"the {fmt} export at {where} gives logits of shape {actual.shape}, "
