@@ -100,7 +100,7 @@ def _write_and_check(
             where=dest,
             load=lambda t: peft_format.logits(staging, t, max_length=length, options=options),
         )
-        return peft_format.USAGE.format(dest=dest, options=options), diff
+        return peft_format.USAGE.format(dest=dest, options=peft_format.keywords(options)), diff
     onnx_format.write(checkpoint, staging, manifest, texts)
     diff = check.compare(
         fmt=fmt,

@@ -30,9 +30,16 @@ USAGE = """
 from peft import AutoPeftModelForSequenceClassification
 from transformers import AutoTokenizer
 
-model = AutoPeftModelForSequenceClassification.from_pretrained("{dest}", **{options})
+model = AutoPeftModelForSequenceClassification.from_pretrained(
+    "{dest}", {options}
+)
 tokenizer = AutoTokenizer.from_pretrained("{dest}")
 """
+
+
+def keywords(options: dict[str, Any]) -> str:
+    """``options`` as the keyword arguments of a call."""
+    return ", ".join(f"{key}={value!r}" for key, value in options.items())
 
 
 def load_options(manifest: Manifest, pad_token_id: int | None) -> dict[str, Any]:
