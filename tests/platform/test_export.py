@@ -6,6 +6,7 @@ fails leaves no folder behind."""
 from __future__ import annotations
 
 import json
+import shutil
 import site
 import subprocess
 import sys
@@ -21,12 +22,13 @@ from support.cli import run_cli
 from support.method_checkpoints import PROBE, train_checkpoint
 from support.models import build_decoder
 from tunefleet.config import METHODS
-from tunefleet.errors import TunefleetError
-from tunefleet.platform.export import FORMATS, export_checkpoint
+from tunefleet.errors import CheckpointError, TunefleetError
+from tunefleet.platform.export import FORMATS, export_checkpoint, trial_metrics
 from tunefleet.platform.export.check import ExportCheckError
 from tunefleet.platform.export.onnx_format import load_onnxruntime
 from tunefleet.platform.layout import Layout
 from tunefleet.platform.store import Store
+from tunefleet.trainers.checkpoint import hash_folder
 from tunefleet.trainers.predict import Predictor
 
 ALLOWED: dict[str, tuple[str, ...]] = {
@@ -254,6 +256,23 @@ def test_an_export_that_does_not_reproduce_the_checkpoint_is_removed(
     assert not dest.exists() and not Path(f"{dest}.tmp").exists()
     # The same checkpoint as ONNX carries tunefleet's reading of the last token in its graph.
     assert export_checkpoint(checkpoint, dest, fmt="onnx").max_diff <= 1e-4
+
+
+@pytest.mark.slow
+def test_a_checkpoint_changed_since_its_trial_wrote_it_is_not_exported(
+    checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    folder = tmp_path / "ckpt"
+    shutil.copytree(checkpoints["full"], folder)
+    store = Store(Layout.at(tmp_path / "runs").db_url)
+    store.create_sweep("unit", config={}, budget=1)
+    store.upsert_trial(
+        "unit", 0, checkpoint=str(folder), checkpoint_sha256=hash_folder(folder), metrics={}
+    )
+    assert trial_metrics(store, folder) == {}
+    (folder / "config.json").write_text((folder / "config.json").read_text() + " ")
+    with pytest.raises(CheckpointError, match="does not match its recorded hashes: changed config"):
+        trial_metrics(store, folder)
 
 
 def test_an_existing_destination_is_never_overwritten(tmp_path: Path) -> None:

@@ -363,9 +363,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     folder = _model_folder(args)
     try:
-        metrics = trial_metrics(_existing_store(args), folder)
+        store = _existing_store(args)
     except TunefleetError:
-        metrics = None  # a bare folder with no store beside it: the card says test figures unknown
+        store = None  # a bare folder with no store beside it: the card says test figures unknown
+    metrics = trial_metrics(store, folder) if store is not None else None
     outcome = export_checkpoint(folder, Path(args.dest), fmt=args.format, metrics=metrics)
     print(
         f"exported the {outcome.method} checkpoint {folder} as {outcome.format} to "

@@ -18,7 +18,7 @@ from typing import Any
 from tunefleet.errors import TunefleetError
 from tunefleet.platform.export import check, hf, onnx_format, peft_format
 from tunefleet.platform.export.card import write_card
-from tunefleet.trainers.checkpoint import Manifest
+from tunefleet.trainers.checkpoint import Manifest, verify
 from tunefleet.trainers.merge import can_stand_alone, refuse
 
 FORMATS = ("hf", "peft", "onnx")
@@ -113,15 +113,17 @@ def _write_and_check(
 
 def trial_metrics(store: Any, checkpoint: Path) -> dict[str, float] | None:
     """The store's figures for the trial that wrote ``checkpoint`` (its test scores among them),
-    or None when the store does not know that trial or holds another folder for it."""
+    after checking the folder still holds what that trial wrote (CheckpointError naming each
+    changed file otherwise); None when the store does not know the trial or holds another folder
+    for it."""
     manifest = Manifest.read(checkpoint)
-    record = (
-        store.trial(manifest.sweep, manifest.trial)
-        if manifest.sweep in store.sweep_names()
-        else None
-    )
+    if manifest.sweep not in store.sweep_names():
+        return None
+    record = store.trial(manifest.sweep, manifest.trial)
     if record is None or not record.checkpoint:
         return None
     if Path(record.checkpoint).resolve() != checkpoint.resolve():
         return None
+    if record.checkpoint_sha256:
+        verify(checkpoint, record.checkpoint_sha256)
     return dict(record.metrics)
