@@ -302,6 +302,12 @@ def test_an_existing_destination_is_never_overwritten(tmp_path: Path) -> None:
     with pytest.raises(TunefleetError, match="taken already exists; remove it or choose another"):
         export_checkpoint(folder, dest, fmt="hf")
     assert (dest / "keep.txt").read_text() == "mine"
+    # Nor is DEST.tmp, where exports are staged: it may be a folder of the user's.
+    staged = tmp_path / "new.tmp"
+    dest.rename(staged)
+    with pytest.raises(TunefleetError, match=r"new\.tmp, where the export is written .* remove it"):
+        export_checkpoint(folder, tmp_path / "new", fmt="hf")
+    assert (staged / "keep.txt").read_text() == "mine"
 
 
 def test_onnx_without_onnxruntime_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:

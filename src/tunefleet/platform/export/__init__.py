@@ -10,7 +10,7 @@ nothing behind.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,13 +46,13 @@ def export_checkpoint(
     from tunefleet.trainers.predict import Predictor
 
     manifest = Manifest.read(checkpoint)
-    _refuse_early(manifest, fmt, dest)
     staging = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)  # a previous export that died mid-write
+    _refuse_early(manifest, fmt, dest, staging)
     staging.mkdir(parents=True)
     try:
         expected = Predictor.from_checkpoint(checkpoint).logits(list(check.PROBE_TEXTS))
-        usage, diff = _write_and_check(checkpoint, staging, manifest, fmt, expected, dest)
+        load, usage = _write(fmt, checkpoint, staging, manifest, dest)
+        diff = check.compare(fmt=fmt, expected=expected, load=load, where=dest)
         write_card(staging, manifest=manifest, fmt=fmt, usage=usage, metrics=metrics, max_diff=diff)
         staging.rename(dest)
     except BaseException:
@@ -61,12 +61,17 @@ def export_checkpoint(
     return ExportOutcome(dest=dest, format=fmt, method=manifest.method, max_diff=diff)
 
 
-def _refuse_early(manifest: Manifest, fmt: str, dest: Path) -> None:
+def _refuse_early(manifest: Manifest, fmt: str, dest: Path, staging: Path) -> None:
     """What can be refused before loading anything."""
     if fmt not in FORMATS:
         raise TunefleetError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if dest.exists():
         raise TunefleetError(f"{dest} already exists; remove it or choose another destination")
+    if staging.exists():  # never deleted unasked: it may be someone's folder, not our leftover
+        raise TunefleetError(
+            f"{staging}, where the export is written before it is checked, exists (an export "
+            "that was killed midway?); remove it"
+        )
     if fmt == "hf" and not can_stand_alone(manifest.method):
         raise refuse(manifest)
     if fmt == "peft" and manifest.method not in peft_format.PEFT_METHODS:
@@ -77,38 +82,21 @@ def _refuse_early(manifest: Manifest, fmt: str, dest: Path) -> None:
         )
 
 
-def _write_and_check(
-    checkpoint: Path, staging: Path, manifest: Manifest, fmt: str, expected: Any, dest: Path
-) -> tuple[str, float]:
-    """Write ``fmt`` into ``staging``; (its loading snippet, the checked max difference)."""
-    texts = check.PROBE_TEXTS
+def _write(
+    fmt: str, checkpoint: Path, staging: Path, manifest: Manifest, dest: Path
+) -> tuple[Callable[[Sequence[str]], check.Logits], str]:
+    """Write ``fmt`` into ``staging``; (what the check loads it with, the card's loading code)."""
     length = manifest.max_length
     if fmt == "hf":
         hf.write(checkpoint, staging, manifest)
-        diff = check.compare(
-            fmt=fmt,
-            expected=expected,
-            where=dest,
-            load=lambda t: hf.logits(staging, t, max_length=length),
-        )
-        return hf.USAGE.format(dest=dest), diff
+        return (lambda t: hf.logits(staging, t, max_length=length)), hf.USAGE.format(dest=dest)
     if fmt == "peft":
         options = peft_format.write(checkpoint, staging, manifest)
-        diff = check.compare(
-            fmt=fmt,
-            expected=expected,
-            where=dest,
-            load=lambda t: peft_format.logits(staging, t, max_length=length, options=options),
-        )
-        return peft_format.USAGE.format(dest=dest, options=peft_format.keywords(options)), diff
-    onnx_format.write(checkpoint, staging, manifest, texts)
-    diff = check.compare(
-        fmt=fmt,
-        expected=expected,
-        where=dest,
-        load=lambda t: onnx_format.logits(staging, t, max_length=length),
-    )
-    return onnx_format.USAGE.format(dest=dest), diff
+        usage = peft_format.USAGE.format(dest=dest, options=peft_format.keywords(options))
+        return (lambda t: peft_format.logits(staging, t, max_length=length, options=options)), usage
+    onnx_format.write(checkpoint, staging, manifest, check.PROBE_TEXTS)
+    usage = onnx_format.USAGE.format(dest=dest)
+    return (lambda t: onnx_format.logits(staging, t, max_length=length)), usage
 
 
 def trial_metrics(store: Any, checkpoint: Path) -> dict[str, float] | None:
