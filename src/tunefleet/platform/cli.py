@@ -361,6 +361,24 @@ def _model_folder(args: argparse.Namespace) -> Path:
     return Path(promotion.checkpoint)
 
 
+# issue 12: export
+def cmd_export(args: argparse.Namespace) -> int:
+    from tunefleet.platform.export import export_checkpoint, trial_metrics
+
+    folder = _model_folder(args)
+    try:
+        store = _existing_store(args)
+    except TunefleetError:
+        store = None  # a bare folder with no store beside it: the card says test figures unknown
+    metrics = trial_metrics(store, folder) if store is not None else None
+    outcome = export_checkpoint(folder, Path(args.dest), fmt=args.format, metrics=metrics)
+    print(
+        f"exported the {outcome.method} checkpoint {folder} as {outcome.format} to "
+        f"{outcome.dest} (checked: max |logit diff| {outcome.max_diff:.2g})"
+    )
+    return 0
+
+
 COMMAND_TABLE: tuple[Command, ...] = (
     Command(
         "sweep",
@@ -513,6 +531,25 @@ COMMAND_TABLE: tuple[Command, ...] = (
         args=STORE_ARGS,
     ),
     Command("schema", cmd_schema, "print the config's JSON schema (for editor completion)"),
+    # issue 12: export
+    Command(
+        "export",
+        cmd_export,
+        "write a promoted model or a checkpoint folder as a Hugging Face model, a peft adapter "
+        "or an ONNX graph, checked to give the checkpoint's logits",
+        args=(
+            arg("model", help="NAME@ALIAS (a promoted model) or a checkpoint folder"),
+            arg("dest", help="folder to create (must not exist)"),
+            arg(
+                "--format",
+                required=True,
+                choices=("hf", "peft", "onnx"),
+                help="hf: standalone transformers model (merged LoRA/IA3; full, unfreeze, dann); "
+                "peft: adapter + base reference (lora, ia3, prefix, prompt); onnx: any method",
+            ),
+            *STORE_ARGS,
+        ),
+    ),
 )
 
 

@@ -92,7 +92,7 @@ def read_last_real_token(model: PreTrainedModel) -> None:
         if input_ids is not None or not isinstance(mask, Tensor):
             return out
         states: Tensor = out.last_hidden_state
-        rows = torch.arange(len(states), device=states.device)
+        rows = torch.arange(states.shape[0], device=states.device)  # traceable (ONNX export)
         moved = states.clone()
         moved[:, -1] = states[rows, _rightmost(mask != 0).to(states.device)]
         out.last_hidden_state = moved
