@@ -157,6 +157,7 @@ def run_worker(options: WorkerOptions) -> int:
             with heartbeat(sweep.study, trial), _budget_watch(sweep, device):
                 ok = run_one(sweep, trial)
             ran += 1
+            _collect(sweep)  # issue 12: retention
             failures = 0 if ok else failures + 1
     # A worker that found no slot left still finishes its replay, within the trackers' wait.
     replay.join(sweep.config.tracking.sink_wait_s)
@@ -279,6 +280,13 @@ def run_one(sweep: _Sweep, trial: optuna.Trial) -> bool:
     asked = prepare(sweep, trial)
     if isinstance(asked, str):
         return _fail(sweep, trial, "invalid_params", asked, {})
+    refused = _disk_refusal(sweep, asked)  # issue 12: retention
+    if refused is not None:
+        _end_tracking(sweep, asked, "KILLED", interrupted=True)
+        _fail(sweep, trial, "interrupted", refused, asked.params)
+        print(f"worker {os.getpid()}: stopping, {refused}", flush=True)
+        sweep.shutdown.request(refused)
+        return True
 
     def requeue_on_timeout() -> None:
         _fail(sweep, trial, "interrupted", "SIGTERM: the grace ran out", asked.params)
@@ -482,6 +490,7 @@ def finish(sweep: _Sweep, asked: _Trial, outcome: TrialOutcome) -> bool:
         seconds=outcome.seconds,
         checkpoint=str(outcome.checkpoint) if complete and outcome.checkpoint else None,
         checkpoint_sha256=outcome.checkpoint_sha256 if complete else None,
+        checkpoint_bytes=_checkpoint_bytes(outcome) if complete else None,  # issue 12: retention
         measured=outcome.measured,
         objective_values=judged.values if judged and sweep.config.search.multi_objective else None,
         feasible=judged.feasible if judged else None,
@@ -496,6 +505,45 @@ def finish(sweep: _Sweep, asked: _Trial, outcome: TrialOutcome) -> bool:
         )
     _end_tracking(sweep, asked, "FINISHED" if complete else "KILLED")
     return True
+
+
+# issue 12: retention
+def _checkpoint_bytes(outcome: TrialOutcome) -> int | None:
+    from tunefleet.platform.retention import folder_bytes
+
+    return None if outcome.checkpoint is None else folder_bytes(outcome.checkpoint)
+
+
+def _disk_refusal(sweep: _Sweep, asked: _Trial) -> str | None:
+    """Why the disk cannot take this trial's checkpoint (after a gc, when retention may free
+    room), or None; checked before training, so no checkpoint is ever cut short by a full disk."""
+    from tunefleet.platform.retention import disk_refusal, estimated_checkpoint_bytes
+    from tunefleet.trainers.model import resolve_model
+
+    layout, settings = sweep.options.layout, asked.config.checkpoints
+    records = sweep.store.trials(sweep.name)
+    try:
+        model = resolve_model(asked.config.model.name_or_path)
+    except TunefleetError:
+        model = asked.config.model.name_or_path  # training names the problem
+    estimated = estimated_checkpoint_bytes(records, model)
+    refused = disk_refusal(layout, settings, estimated=estimated)
+    if refused is not None and _collect(sweep):
+        refused = disk_refusal(layout, settings, estimated=estimated)
+    return refused
+
+
+def _collect(sweep: _Sweep) -> bool:
+    """Retention's gc after a trial (``checkpoints.gc_after_trial``); whether it printed."""
+    from tunefleet.platform.retention import collect_after_trial
+
+    line = collect_after_trial(sweep.store, sweep.options.layout, sweep.name, sweep.config)
+    if line is not None:
+        print(f"sweep {sweep.name}: {line}", flush=True)
+    return line is not None
+
+
+# end issue 12: retention
 
 
 def _fail(
