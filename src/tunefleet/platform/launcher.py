@@ -65,6 +65,11 @@ RESUMABLE_KEYS = (
     "search.budget.cpu_hours",
     "search.budget.price_per_gpu_hour",
     "search.budget.price_per_cpu_hour",
+    # issue 12: retention (a resume after a full disk changes what is kept)
+    "checkpoints.keep_top_k",
+    "checkpoints.max_disk_gb",
+    "checkpoints.gc_after_trial",
+    "checkpoints.min_free_gb",
 )
 INTERRUPTED = 130
 """The sweep's exit code when stopped by Ctrl-C or SIGTERM."""

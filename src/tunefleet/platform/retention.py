@@ -428,7 +428,8 @@ def disk_refusal(layout: Layout, settings: CheckpointsConfig, *, estimated: int)
     return (
         f"disk full: {_gb(free)} free under {layout.out}, a trial needs {_gb(needed)} "
         f"(its checkpoint, about {_gb(estimated)}, plus checkpoints.min_free_gb "
-        f"{settings.min_free_gb:g}); free space or lower checkpoints.max_disk_gb / keep_top_k"
+        f"{settings.min_free_gb:g}); free space (`tunefleet gc`, a lower "
+        "checkpoints.max_disk_gb or keep_top_k) and run the sweep again: the trial is re-queued"
     )
 
 
