@@ -20,6 +20,7 @@ from tunefleet.errors import CheckpointError
 from tunefleet.platform.layout import Layout
 from tunefleet.platform.retention import (
     GB,
+    PAUSED_EXIT,
     Plan,
     Policy,
     disk_refusal,
@@ -454,8 +455,9 @@ def test_a_trial_refused_for_disk_is_requeued_not_failed_and_runs_once_there_is_
     # No disk has a million TB free: the real free-space check refuses.
     refused = _sweep_config(tmp_path, tiny_model, sentiment_csv, name, trials=1, min_free_gb=1e6)
     result = _sweep(refused, out)
-    assert result.returncode == 1  # no trial completed
-    assert "disk full" in result.stdout and "re-queued" in result.stdout
+    assert result.returncode == PAUSED_EXIT, result.stdout + result.stderr
+    assert "trial 0 re-queued (interrupted): disk full" in result.stdout
+    assert "paused: disk full" in result.stdout  # and not started again by the launcher
     store = Store(Layout.at(out).db_url)
     [record] = store.trials(name)
     assert (record.state, record.reason, record.requeued) == ("FAIL", "interrupted", True)

@@ -28,6 +28,7 @@ from tunefleet.platform.layout import Layout, mlflow_tracking_uri
 from tunefleet.platform.pareto import front_of
 from tunefleet.platform.progress import sweep_progress
 from tunefleet.platform.quiet import quiet_libraries
+from tunefleet.platform.retention import PAUSED_EXIT  # issue 12: retention
 from tunefleet.platform.retries import Retries, failure_stop
 from tunefleet.platform.run_tracking import (
     end_sweep_tracking,
@@ -458,7 +459,8 @@ class LocalFleet(Fleet):
                 print(f"trial {number}: its worker died; {then}", flush=True)
         if self._retry_waits():
             for i, proc in enumerate(self.procs):
-                if proc.poll() is not None:
+                # issue 12: retention: a worker paused for disk is not started again
+                if proc.poll() is not None and proc.returncode != PAUSED_EXIT:
                     self._restarts += 1
                     slot = self.slots[i]
                     # A new sampler seed offset: the same one would draw its first params again.

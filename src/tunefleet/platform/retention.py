@@ -394,6 +394,9 @@ def _gb(count: int) -> str:
 # Room for a trial's checkpoint
 
 
+PAUSED_EXIT = 75
+"""A worker's exit code when the disk cannot take a checkpoint (EX_TEMPFAIL): its trial was
+re-queued, and the launcher does not start it again; the sweep exits with it."""
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 

@@ -127,6 +127,12 @@ class _Trial:
 def run_worker(options: WorkerOptions) -> int:
     """Run trials until the sweep's budget or deadline is spent (or a SIGTERM, or
     ``search.max_failures``); returns how many this ran."""
+    return run_worker_paused(options)[0]
+
+
+def run_worker_paused(options: WorkerOptions) -> tuple[int, str | None]:
+    """:func:`run_worker`, and why the worker paused (a disk that cannot take a checkpoint:
+    its trial was re-queued), or None."""
     import torch
 
     if options.threads:
@@ -162,7 +168,7 @@ def run_worker(options: WorkerOptions) -> int:
     # A worker that found no slot left still finishes its replay, within the trackers' wait.
     replay.join(sweep.config.tracking.sink_wait_s)
     sweep.store.dispose()
-    return ran
+    return ran, sweep.shutdown.paused
 
 
 def _budget_watch(sweep: _Sweep, device: Device) -> BudgetWatch:
@@ -187,6 +193,8 @@ class _Shutdown:
         """Callables run (best effort) before the grace runs out: the running trial's re-queue."""
         self.why: str | None = None
         """Why a stop was requested other than by a signal (the compute budget is spent)."""
+        self.paused: str | None = None
+        """Why the worker stopped for lack of disk (issue 12: retention)."""
 
     def request(self, why: str) -> None:
         """Stop as SIGTERM would, without its grace deadline: the trial stops after its step
@@ -284,7 +292,7 @@ def run_one(sweep: _Sweep, trial: optuna.Trial) -> bool:
     if refused is not None:
         _end_tracking(sweep, asked, "KILLED", interrupted=True)
         _fail(sweep, trial, "interrupted", refused, asked.params)
-        print(f"worker {os.getpid()}: stopping, {refused}", flush=True)
+        sweep.shutdown.paused = refused
         sweep.shutdown.request(refused)
         return True
 
@@ -647,10 +655,15 @@ def _end_tracking(sweep: _Sweep, asked: _Trial, status: str, *, interrupted: boo
 
 def worker_main(options: WorkerOptions) -> int:
     """The ``tunefleet worker`` entry: exit code 0 unless the sweep cannot be opened."""
+    from tunefleet.platform.retention import PAUSED_EXIT
+
     try:
-        ran = run_worker(options)
+        ran, paused = run_worker_paused(options)
     except TunefleetError as exc:
         print(f"error: {redact_text(str(exc))}", flush=True)
         return 2
+    if paused is not None:  # issue 12: retention
+        print(f"worker {options.index} ({os.getpid()}) paused: {paused}", flush=True)
+        return PAUSED_EXIT
     print(f"worker {options.index} ({os.getpid()}) ran {ran} trial(s)", flush=True)
     return 0
