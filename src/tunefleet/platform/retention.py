@@ -459,12 +459,12 @@ def trial_cells(chosen: Plan, records: Sequence[TrialRecord]) -> dict[int, dict[
 
 
 def cell_text(cell: Mapping[str, object] | None) -> str:
-    """``1.2 MB top 1`` for the table."""
+    """``top-1:1.2MB`` for the table (no blanks: the table is split on them by scripts)."""
     if cell is None:
         return "-"
     size = cell.get("bytes")
-    shown = _gb(size) + " " if isinstance(size, int) else ""
-    return f"{shown}{cell['retention']}"
+    verdict = str(cell["retention"]).replace(" ", "-")
+    return f"{verdict}:{_gb(size).replace(' ', '')}" if isinstance(size, int) else verdict
 
 
 def summary_json(chosen: Plan, settings: CheckpointsConfig) -> dict[str, object]:

@@ -202,7 +202,7 @@ def cost_lines(view: SweepView) -> list[str]:
         if to_best["money"] is not None:
             line += f"; cost {_fmt(to_best['money'])}"
         lines.append(line)
-    if view.retention is not None:  # issue 12: retention
+    if view.retention is not None and view.config.checkpoints.configured:  # issue 12: retention
         lines.append(summary_line(view.retention, view.config.checkpoints))
     return lines
 
@@ -304,7 +304,8 @@ def table(view: SweepView) -> str:
     retained = (
         None if view.retention is None else trial_cells(view.retention, [*view.records.values()])
     )
-    header += [] if retained is None else ["checkpoint"]  # issue 12: retention
+    retained = retained or None  # issue 12: retention: shown once a trial has a checkpoint
+    header += [] if retained is None else ["checkpoint"]
     header += params
     if runs:
         header.insert(2, "progress")
