@@ -310,6 +310,14 @@ def test_gc_dry_run_changes_nothing_and_gc_deletes_and_records_what_it_printed(
     assert "outside keep_top_k" in (removed[3].checkpoint_removed or "")
     again = _cli(sweep, "gc", NAME, "--dry-run")
     assert "would free 0 bytes" in again.stdout
+    # A folder no trial of the store owns (a sweep of the same name deleted and made again)
+    # is a leftover (it takes the sweep over its budget); gc deletes it without making up a
+    # trial for it.
+    _files(sweep.layout.checkpoint(NAME, 9), 1000)
+    orphan = _cli(sweep, "gc", NAME)
+    assert "trial 9 checkpoint" in orphan.stdout and "with no record" in orphan.stdout
+    assert sweep.store.trial(NAME, 9) is None
+    assert not sweep.layout.checkpoint(NAME, 9).exists()
 
 
 def test_pin_and_unpin_through_the_cli(tmp_path: Path) -> None:

@@ -330,8 +330,8 @@ def apply(store: Store, name: str, chosen: Plan) -> int:
             continue
         shutil.rmtree(removal.held.path, ignore_errors=True)
         freed += removal.held.bytes
-        if removal.held.kind == "checkpoint":
-            number = _holder(records, removal.held)
+        number = _holder(records, removal.held)
+        if removal.held.kind == "checkpoint" and number is not None:
             store.upsert_trial(
                 name,
                 number,
@@ -341,11 +341,13 @@ def apply(store: Store, name: str, chosen: Plan) -> int:
     return freed
 
 
-def _holder(records: Sequence[TrialRecord], held: Held) -> int:
+def _holder(records: Sequence[TrialRecord], held: Held) -> int | None:
     """The attempt whose record names the checkpoint (its complete retry), else the logical
-    trial's own number."""
+    trial's own number; None for a folder no trial of the store owns."""
     named = [r for r in records if r.checkpoint and Path(r.checkpoint) == held.path]
-    return max(named, key=lambda r: r.attempt).number if named else held.number
+    if named:
+        return max(named, key=lambda r: r.attempt).number
+    return held.number if any(r.number == held.number for r in records) else None
 
 
 def collect_after_trial(store: Store, layout: Layout, name: str, config: SweepConfig) -> str | None:
@@ -385,9 +387,10 @@ def describe(chosen: Plan, *, dry_run: bool) -> list[str]:
 
 
 def _gb(count: int) -> str:
-    if count >= GB:
-        return f"{count / GB:.2f} GB"
-    return f"{count / 10**6:.1f} MB"
+    for unit, size in (("GB", GB), ("MB", 10**6), ("kB", 10**3)):
+        if count >= size:
+            return f"{count / size:.{2 if unit == 'GB' else 1}f} {unit}"
+    return f"{count} bytes"
 
 
 # --------------------------------------------------------------------------------------------
