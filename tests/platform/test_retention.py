@@ -246,6 +246,9 @@ def test_a_multi_objective_sweep_keeps_the_top_k_in_front_rank_order(tmp_path: P
     )
     ranking = rank_complete(sweep.store.trials(NAME), config.search.all_objectives)
     assert ranking == [0, 1, 2, 3]  # front (by accuracy), then rank 1, then rank 2
+    # A trial without its objectives' values (recorded before them) ranks after the ranked ones.
+    sweep.trial(4, "COMPLETE", value=0.99)
+    assert rank_complete(sweep.store.trials(NAME), config.search.all_objectives) == [0, 1, 2, 3, 4]
 
 
 def test_a_crashed_writes_staging_folder_is_a_leftover_never_the_checkpoint(

@@ -164,15 +164,20 @@ def rank_complete(records: Iterable[TrialRecord], objectives: Sequence[Objective
         else (float(r.value or 0),)
         for r in complete
     }
-    feasible = [r.number for r in complete if r.feasible is not False]
-    ranks = _front_ranks({n: values[n] for n in feasible}, directions) if multi else {}
+    # Only trials with every objective's value take part in the front (and a feasible one).
+    ranked = [
+        r.number
+        for r in complete
+        if r.feasible is not False and len(values[r.number]) == len(directions)
+    ]
+    ranks = _front_ranks({n: values[n] for n in ranked}, directions) if multi else {}
     sign = -1.0 if directions[0] == "maximize" else 1.0
 
     def key(record: TrialRecord) -> tuple[int, int, float, int]:
         infeasible = int(record.feasible is False)
         return (
             infeasible,
-            ranks.get(record.number, 0),
+            ranks.get(record.number, len(complete)) if multi else 0,
             sign * values[record.number][0],
             record.number,
         )
