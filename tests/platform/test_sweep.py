@@ -173,6 +173,8 @@ def test_status_json(swept: dict[str, Any]) -> None:
         "requeued",
         "progress",
         "compute",
+        "checkpoint_bytes",  # issue 12: retention
+        "checkpoint_retention",
     }
     assert all(set(t) == keys for t in status["trials"])
     assert all((t["attempt"], t["reason"]) == (1, None) for t in status["trials"])

@@ -717,6 +717,43 @@ class WorkerConfig(Strict):
     )
 
 
+# issue 12: retention
+class CheckpointsConfig(Strict):
+    keep_top_k: int | None = Field(
+        None,
+        ge=1,
+        description="Keep the best checkpoint of the K best complete trials (multi-objective: in "
+        "Pareto front rank order); the others may be deleted by `tunefleet gc`. null: every "
+        "complete trial's checkpoint is kept.",
+    )
+    max_disk_gb: float | None = Field(
+        None,
+        gt=0,
+        description="Budget of the sweep's checkpoints and resumable states on disk (GB, 10^9 "
+        "bytes): gc deletes failed and pruned trials' leftovers, then complete trials outside "
+        "keep_top_k (worst first) until the sweep fits. null: no budget (gc deletes all of those).",
+    )
+    gc_after_trial: bool = Field(
+        True,
+        description="Run gc after every trial when keep_top_k or max_disk_gb is set.",
+    )
+    min_free_gb: float = Field(
+        0.0,
+        ge=0,
+        description="Before a trial starts, the disk under --out must have the estimated "
+        "checkpoint size plus this many GB free; else the trial is re-queued (interrupted) and "
+        "the worker stops with a message.",
+    )
+
+    @property
+    def configured(self) -> bool:
+        """Whether retention deletes anything on its own (after each trial)."""
+        return self.keep_top_k is not None or self.max_disk_gb is not None
+
+
+# end issue 12: retention
+
+
 class SweepConfig(Strict):
     name: str = Field(pattern=NAME_PATTERN, description="Sweep name = Optuna study name.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="The model to tune.")
@@ -725,6 +762,10 @@ class SweepConfig(Strict):
     search: SearchConfig = Field(default_factory=SearchConfig, description="The search.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Trackers.")
     worker: WorkerConfig = Field(default_factory=WorkerConfig, description="Worker processes.")
+    checkpoints: CheckpointsConfig = Field(  # issue 12: retention
+        default_factory=CheckpointsConfig,
+        description="Checkpoint retention under a disk budget (docs/retention.md).",
+    )
 
     @model_validator(mode="after")
     def _dann_needs_domains(self) -> SweepConfig:

@@ -279,7 +279,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     from tunefleet.platform.status import cost_lines, open_view, status_json, table
 
     store = _existing_store(args)
-    view = open_view(store, args.name, _layout_db(args)[1])
+    layout, db = _layout_db(args)
+    view = open_view(store, args.name, db, layout=layout)  # issue 12: retention's columns
     if args.json:
         print(json.dumps(status_json(view), indent=2, default=str))
         return 0
@@ -303,7 +304,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from tunefleet.platform.status import cost_lines, open_view, table, write_report
 
     store = _existing_store(args)
-    view = open_view(store, args.name, _layout_db(args)[1])
+    layout, db = _layout_db(args)
+    view = open_view(store, args.name, db, layout=layout)  # issue 12: retention's columns
     print(table(view))
     for line in cost_lines(view):
         print(line)
@@ -377,6 +379,36 @@ def cmd_export(args: argparse.Namespace) -> int:
         f"{outcome.dest} (checked: max |logit diff| {outcome.max_diff:.2g})"
     )
     return 0
+
+
+# issue 12: retention
+def cmd_gc(args: argparse.Namespace) -> int:
+    from tunefleet.platform.retention import run_gc
+
+    layout, _ = _layout_db(args)
+    for line in run_gc(_existing_store(args), layout, args.name, dry_run=args.dry_run):
+        print(line)
+    return 0
+
+
+def cmd_pin(args: argparse.Namespace) -> int:
+    import getpass
+
+    from tunefleet.platform.retention import pin
+
+    store = _existing_store(args)
+    print(pin(store, args.name, args.trial, actor=getpass.getuser(), reason=args.reason))
+    return 0
+
+
+def cmd_unpin(args: argparse.Namespace) -> int:
+    from tunefleet.platform.retention import unpin
+
+    print(unpin(_existing_store(args), args.name, args.trial))
+    return 0
+
+
+# end issue 12: retention
 
 
 COMMAND_TABLE: tuple[Command, ...] = (
@@ -549,6 +581,33 @@ COMMAND_TABLE: tuple[Command, ...] = (
             ),
             *STORE_ARGS,
         ),
+    ),
+    # issue 12: retention
+    Command(
+        "gc",
+        cmd_gc,
+        "delete checkpoints that retention (the config's checkpoints: section) lets go",
+        args=(
+            *SWEEP_ARGS,
+            arg("--dry-run", action="store_true", help="print what would go and the bytes freed"),
+        ),
+    ),
+    Command(
+        "pin",
+        cmd_pin,
+        "keep a trial's checkpoint whatever retention says",
+        args=(
+            *SWEEP_ARGS[:1],
+            arg("trial", type=int, help="the trial's number (as status shows it)"),
+            *STORE_ARGS,
+            arg("--reason", default=None, help="why it is kept (shown by status --json)"),
+        ),
+    ),
+    Command(
+        "unpin",
+        cmd_unpin,
+        "let retention delete a pinned trial's checkpoint again",
+        args=(*SWEEP_ARGS[:1], arg("trial", type=int, help="the trial's number"), *STORE_ARGS),
     ),
 )
 

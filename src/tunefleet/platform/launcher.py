@@ -28,6 +28,7 @@ from tunefleet.platform.layout import Layout, mlflow_tracking_uri
 from tunefleet.platform.pareto import front_of
 from tunefleet.platform.progress import sweep_progress
 from tunefleet.platform.quiet import quiet_libraries
+from tunefleet.platform.retention import PAUSED_EXIT  # issue 12: retention
 from tunefleet.platform.retries import Retries, failure_stop
 from tunefleet.platform.run_tracking import (
     end_sweep_tracking,
@@ -65,6 +66,11 @@ RESUMABLE_KEYS = (
     "search.budget.cpu_hours",
     "search.budget.price_per_gpu_hour",
     "search.budget.price_per_cpu_hour",
+    # issue 12: retention (a resume after a full disk changes what is kept)
+    "checkpoints.keep_top_k",
+    "checkpoints.max_disk_gb",
+    "checkpoints.gc_after_trial",
+    "checkpoints.min_free_gb",
 )
 INTERRUPTED = 130
 """The sweep's exit code when stopped by Ctrl-C or SIGTERM."""
@@ -439,7 +445,8 @@ class LocalFleet(Fleet):
                 print(f"trial {number}: its worker died; {then}", flush=True)
         if self._retry_waits():
             for i, proc in enumerate(self.procs):
-                if proc.poll() is not None:
+                # issue 12: retention: a worker paused for disk is not started again
+                if proc.poll() is not None and proc.returncode != PAUSED_EXIT:
                     self._restarts += 1
                     slot = self.slots[i]
                     # A new sampler seed offset: the same one would draw its first params again.

@@ -3,7 +3,7 @@ with what the store adds (tracking ids, checkpoints, metrics, curves)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -14,9 +14,21 @@ from optuna.trial import FrozenTrial, TrialState
 from tunefleet.config import SweepConfig
 from tunefleet.errors import NotFoundError
 from tunefleet.platform.cost import DEVICES, SweepCost, sweep_cost
+from tunefleet.platform.layout import Layout
 from tunefleet.platform.pareto import Front, front_of
 from tunefleet.platform.progress import Running, SweepProgress, duration, sweep_progress
-from tunefleet.platform.store import Store, TrialRecord
+from tunefleet.platform.retention import (
+    Plan,
+    Policy,
+    cell_text,
+    held_files,
+    plan,
+    rank_complete,
+    summary_json,
+    summary_line,
+    trial_cells,
+)
+from tunefleet.platform.store import PinRecord, PromotionRecord, Store, TrialRecord
 from tunefleet.search.study import make_storage
 from tunefleet.search.warm_start import OwnTrialsStudy, best_own, history_summary
 
@@ -27,6 +39,10 @@ class SweepView:
     study: optuna.Study
     records: dict[int, TrialRecord]
     budget: int
+    layout: Layout | None = None
+    """Where the sweep's files are (for retention's columns); None: not shown."""
+    pins: list[PinRecord] = field(default_factory=list)
+    promotions: list[PromotionRecord] = field(default_factory=list)
 
     @property
     def trials(self) -> list[FrozenTrial]:
@@ -50,12 +66,27 @@ class SweepView:
         return front_of(self.trials, self.config.search.all_objectives)
 
     @cached_property
+    def retention(self) -> Plan | None:  # issue 12: retention
+        """What gc would do now (checkpoint sizes and verdicts); None without a layout."""
+        if self.layout is None:
+            return None
+        records = list(self.records.values())
+        return plan(
+            records=records,
+            held=held_files(self.layout, self.config.name),
+            pins=self.pins,
+            promotions=self.promotions,
+            ranking=rank_complete(records, self.config.search.all_objectives),
+            policy=Policy.of(self.config.checkpoints),
+        )
+
+    @cached_property
     def cost(self) -> SweepCost:
         """Every attempt's compute at one instant, so that the figures shown add up."""
         return sweep_cost(self.trials, self.config.search.budget)
 
 
-def open_view(store: Store, name: str, db_url: str) -> SweepView:
+def open_view(store: Store, name: str, db_url: str, *, layout: Layout | None = None) -> SweepView:
     sweep = store.get_sweep(name)
     try:
         # Without the trials copied from an earlier sweep (search.warm_start: history): every
@@ -68,6 +99,9 @@ def open_view(store: Store, name: str, db_url: str) -> SweepView:
         study,
         {r.number: r for r in store.trials(name)},
         sweep.budget,
+        layout,
+        pins=store.pins(name),
+        promotions=store.promotions(name),
     )
 
 
@@ -106,6 +140,10 @@ def trial_json(
         "progress": None if running is None else running.json(),
         "compute": _trial_compute(view, trial),
     }
+    if view.retention is not None:  # issue 12: retention
+        cell = trial_cells(view.retention, list(view.records.values())).get(trial.number)
+        data["checkpoint_bytes"] = None if cell is None else cell["bytes"]
+        data["checkpoint_retention"] = None if cell is None else cell["retention"]
     if front is not None:
         data.update(_front_json(front, trial))
     return data
@@ -164,6 +202,8 @@ def cost_lines(view: SweepView) -> list[str]:
         if to_best["money"] is not None:
             line += f"; cost {_fmt(to_best['money'])}"
         lines.append(line)
+    if view.retention is not None and view.config.checkpoints.configured:  # issue 12: retention
+        lines.append(summary_line(view.retention, view.config.checkpoints))
     return lines
 
 
@@ -204,6 +244,8 @@ def status_json(view: SweepView) -> dict[str, Any]:
             "checkpoint": record.checkpoint if record else None,
         },
     }
+    if view.retention is not None:  # issue 12: retention
+        data["checkpoints"] = summary_json(view.retention, view.config.checkpoints)
     if front is not None:
         data["objectives"] = [
             {"metric": o.metric, "direction": o.direction} for o in front.objectives
@@ -259,6 +301,11 @@ def table(view: SweepView) -> str:
     priced = any(view.cost.price(d) is not None for d in DEVICES)
     cost = ["device-h", *(["cost"] if priced else [])]
     header = ["trial", "state", *objectives, "test_accuracy", "seconds", *cost, "attempt", "reason"]
+    retained = (
+        None if view.retention is None else trial_cells(view.retention, [*view.records.values()])
+    )
+    retained = retained or None  # issue 12: retention: shown once a trial has a checkpoint
+    header += [] if retained is None else ["checkpoint"]
     header += params
     if runs:
         header.insert(2, "progress")
@@ -277,6 +324,7 @@ def table(view: SweepView) -> str:
                 *_cost_cells(view, trial, priced=priced),
                 _attempt_cell(record),
                 _reason_cell(record),
+                *([] if retained is None else [cell_text(retained.get(trial.number))]),
                 *(_fmt(values.get(p)) for p in params),
             ]
         )

@@ -127,6 +127,12 @@ class _Trial:
 def run_worker(options: WorkerOptions) -> int:
     """Run trials until the sweep's budget or deadline is spent (or a SIGTERM, or
     ``search.max_failures``); returns how many this ran."""
+    return run_worker_paused(options)[0]
+
+
+def run_worker_paused(options: WorkerOptions) -> tuple[int, str | None]:
+    """:func:`run_worker`, and why the worker paused (a disk that cannot take a checkpoint:
+    its trial was re-queued), or None."""
     import torch
 
     if options.threads:
@@ -157,11 +163,12 @@ def run_worker(options: WorkerOptions) -> int:
             with heartbeat(sweep.study, trial), _budget_watch(sweep, device):
                 ok = run_one(sweep, trial)
             ran += 1
+            _collect(sweep)  # issue 12: retention
             failures = 0 if ok else failures + 1
     # A worker that found no slot left still finishes its replay, within the trackers' wait.
     replay.join(sweep.config.tracking.sink_wait_s)
     sweep.store.dispose()
-    return ran
+    return ran, sweep.shutdown.paused
 
 
 def _budget_watch(sweep: _Sweep, device: Device) -> BudgetWatch:
@@ -186,6 +193,8 @@ class _Shutdown:
         """Callables run (best effort) before the grace runs out: the running trial's re-queue."""
         self.why: str | None = None
         """Why a stop was requested other than by a signal (the compute budget is spent)."""
+        self.paused: str | None = None
+        """Why the worker stopped for lack of disk (issue 12: retention)."""
 
     def request(self, why: str) -> None:
         """Stop as SIGTERM would, without its grace deadline: the trial stops after its step
@@ -279,6 +288,13 @@ def run_one(sweep: _Sweep, trial: optuna.Trial) -> bool:
     asked = prepare(sweep, trial)
     if isinstance(asked, str):
         return _fail(sweep, trial, "invalid_params", asked, {})
+    refused = _disk_refusal(sweep, asked)  # issue 12: retention
+    if refused is not None:
+        _end_tracking(sweep, asked, "KILLED", interrupted=True)
+        _fail(sweep, trial, "interrupted", refused, asked.params)
+        sweep.shutdown.paused = refused
+        sweep.shutdown.request(refused)
+        return True
 
     def requeue_on_timeout() -> None:
         _fail(sweep, trial, "interrupted", "SIGTERM: the grace ran out", asked.params)
@@ -482,6 +498,7 @@ def finish(sweep: _Sweep, asked: _Trial, outcome: TrialOutcome) -> bool:
         seconds=outcome.seconds,
         checkpoint=str(outcome.checkpoint) if complete and outcome.checkpoint else None,
         checkpoint_sha256=outcome.checkpoint_sha256 if complete else None,
+        checkpoint_bytes=_checkpoint_bytes(outcome) if complete else None,  # issue 12: retention
         measured=outcome.measured,
         objective_values=judged.values if judged and sweep.config.search.multi_objective else None,
         feasible=judged.feasible if judged else None,
@@ -496,6 +513,45 @@ def finish(sweep: _Sweep, asked: _Trial, outcome: TrialOutcome) -> bool:
         )
     _end_tracking(sweep, asked, "FINISHED" if complete else "KILLED")
     return True
+
+
+# issue 12: retention
+def _checkpoint_bytes(outcome: TrialOutcome) -> int | None:
+    from tunefleet.platform.retention import folder_bytes
+
+    return None if outcome.checkpoint is None else folder_bytes(outcome.checkpoint)
+
+
+def _disk_refusal(sweep: _Sweep, asked: _Trial) -> str | None:
+    """Why the disk cannot take this trial's checkpoint (after a gc, when retention may free
+    room), or None; checked before training, so no checkpoint is ever cut short by a full disk."""
+    from tunefleet.platform.retention import disk_refusal, estimated_checkpoint_bytes
+    from tunefleet.trainers.model import resolve_model
+
+    layout, settings = sweep.options.layout, asked.config.checkpoints
+    records = sweep.store.trials(sweep.name)
+    try:
+        model = resolve_model(asked.config.model.name_or_path)
+    except TunefleetError:
+        model = asked.config.model.name_or_path  # training names the problem
+    estimated = estimated_checkpoint_bytes(records, model)
+    refused = disk_refusal(layout, settings, estimated=estimated)
+    if refused is not None and _collect(sweep):
+        refused = disk_refusal(layout, settings, estimated=estimated)
+    return refused
+
+
+def _collect(sweep: _Sweep) -> bool:
+    """Retention's gc after a trial (``checkpoints.gc_after_trial``); whether it printed."""
+    from tunefleet.platform.retention import collect_after_trial
+
+    line = collect_after_trial(sweep.store, sweep.options.layout, sweep.name, sweep.config)
+    if line is not None:
+        print(f"sweep {sweep.name}: {line}", flush=True)
+    return line is not None
+
+
+# end issue 12: retention
 
 
 def _fail(
@@ -599,10 +655,15 @@ def _end_tracking(sweep: _Sweep, asked: _Trial, status: str, *, interrupted: boo
 
 def worker_main(options: WorkerOptions) -> int:
     """The ``tunefleet worker`` entry: exit code 0 unless the sweep cannot be opened."""
+    from tunefleet.platform.retention import PAUSED_EXIT
+
     try:
-        ran = run_worker(options)
+        ran, paused = run_worker_paused(options)
     except TunefleetError as exc:
         print(f"error: {redact_text(str(exc))}", flush=True)
         return 2
+    if paused is not None:  # issue 12: retention
+        print(f"worker {options.index} ({os.getpid()}) paused: {paused}", flush=True)
+        return PAUSED_EXIT
     print(f"worker {options.index} ({os.getpid()}) ran {ran} trial(s)", flush=True)
     return 0
