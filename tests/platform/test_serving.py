@@ -245,6 +245,44 @@ def test_health_docs_and_ready_answer(server: Server, promoted: Promoted) -> Non
     assert {"/v1/predict", "/invocations", "/health/ready", "/metrics"} <= set(paths)
 
 
+def test_not_ready_until_a_model_is_loaded(promoted: Promoted) -> None:
+    """The app before its lifespan has loaded anything (ASGI in process, no lifespan run): ready
+    and the prediction routes answer 503, live answers 200."""
+    from tunefleet.platform.serving.app import Serving, create_app
+    from tunefleet.platform.serving.limits import Limits
+    from tunefleet.platform.serving.metrics import Metrics
+    from tunefleet.platform.serving.source import Source
+
+    folder = str(promoted.checkpoint(promoted.champion))
+    limits = Limits(
+        max_body_bytes=4096,
+        max_batch=8,
+        batch_wait_s=0.0,
+        max_concurrency=4,
+        timeout_s=5.0,
+        truncate=True,
+    )
+    source = Source(folder, store=lambda: Store(f"sqlite:///{promoted.out / 'tunefleet.db'}"))
+    serving = Serving(source, limits, Metrics(), reload_every_s=None, on_fatal=print)
+
+    async def ask() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=create_app(serving))
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            return [
+                await client.get("/health/live"),
+                await client.get("/health/ready"),
+                await client.post("/v1/predict", json={"inputs": ["hi"]}),
+                await client.post("/invocations", json={"inputs": ["hi"]}),
+            ]
+
+    live, ready, predict, invocations = asyncio.run(ask())
+    assert live.status_code == 200
+    assert ready.status_code == 503 and ready.json() == {"status": "loading"}
+    for response in (predict, invocations):
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["kind"] == "not_ready"
+
+
 def test_limits_answer_their_status_naming_the_field(server: Server) -> None:
     before = server.metrics()
     too_big = server.post("/v1/predict", {"inputs": ["x" * 5000]})

@@ -74,7 +74,8 @@ def create_app(serving: Serving) -> Any:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(batcher.run()), asyncio.create_task(serving.load_first())]
+        first = asyncio.create_task(serving.load_first())
+        tasks = [asyncio.create_task(batcher.run()), first]
         if serving.reload_every_s is not None and serving.source.follows_alias:
             watcher = AliasWatcher(
                 serving.source,
@@ -84,7 +85,7 @@ def create_app(serving: Serving) -> Any:
                 swap=serving.swap,
                 on_load=lambda outcome: metrics.loads.labels(outcome).inc(),
             )
-            tasks.append(asyncio.create_task(watcher.run()))
+            tasks.append(asyncio.create_task(watcher.run(after=first)))
         try:
             yield
         finally:

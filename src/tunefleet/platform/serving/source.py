@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,7 +128,10 @@ class AliasWatcher:
         self.serving, self.swap, self.on_load = serving, swap, on_load
         self._failed: Origin | None = None
 
-    async def run(self) -> None:
+    async def run(self, *, after: Awaitable[None]) -> None:
+        """Poll until cancelled, starting once ``after`` (the first load) is done: polling
+        sooner would load the alias's model a second time."""
+        await after
         while True:
             await asyncio.sleep(self.every_s)
             await self.poll()
