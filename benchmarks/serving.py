@@ -9,7 +9,9 @@ servers alternate over the repeats and each figure is the median over them.
     python benchmarks/serving.py [--model minilm] [--requests 400] [--concurrency 32]
                                  [--batch-requests 40] [--repeats 2]
 
-tunefleet is asked on ``/v1/predict``; MLflow on ``/invocations`` with ``{"inputs": [...]}``.
+tunefleet is asked on ``/v1/predict``; MLflow on ``/invocations`` with ``dataframe_split`` (a
+``text`` column: MLflow turns ``{"inputs": [...]}`` into a numpy array, which the registered
+model refuses).
 Before timing, both servers' answers to the same texts are checked to agree.
 """
 
@@ -17,8 +19,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -95,7 +99,9 @@ def train_and_promote(args: argparse.Namespace, out: Path) -> None:
 
 
 def sides(out: Path, port: int) -> list[Side]:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{out / 'mlflow.db'}"}
+    # mlflow models serve runs `uvicorn` from PATH: the venv's bin must be on it.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "PATH": path, "MLFLOW_TRACKING_URI": f"sqlite:///{out / 'mlflow.db'}"}
     return [
         Side(
             "tunefleet serve",
@@ -120,7 +126,7 @@ def sides(out: Path, port: int) -> list[Side]:
             env,
             "/ping",
             "/invocations",
-            lambda batch: {"inputs": batch},
+            lambda batch: {"dataframe_split": {"columns": ["text"], "data": [[t] for t in batch]}},
             lambda answer: [p["label"] for p in answer["predictions"]],
         ),
     ]
@@ -152,12 +158,19 @@ def running(side: Side, port: int, log: Path) -> Iterator[str]:
             time.sleep(0.5)
         yield url
     finally:
-        os.killpg(process.pid, 15)
+        stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the server's process group (MLflow's uvicorn is a child), SIGKILL if stuck."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
         try:
             process.wait(timeout=30)
+            return
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-            process.wait()
+            continue
 
 
 async def load(
@@ -212,7 +225,8 @@ def measure(side: Side, url: str, pool: list[str], args: argparse.Namespace) -> 
 
 def answer(side: Side, url: str, batch: list[str]) -> list[str]:
     response = httpx.post(url + side.path, json=side.body(batch), timeout=120)
-    response.raise_for_status()
+    if response.status_code != 200:
+        sys.exit(f"{side.label}: {response.status_code} {response.text[:2000]}")
     return side.labels(response.json())
 
 
