@@ -72,7 +72,8 @@ class Source:
         self.spec = spec
         self.folder = Path(spec) if Path(spec).is_dir() else None
         self.name = self.alias = None
-        self._store = store
+        self._open_store = store
+        self._store: Store | None = None
         if self.folder is None:
             if "@" not in spec:
                 raise NotFoundError(f"{spec!r} is neither a checkpoint folder nor NAME@ALIAS")
@@ -87,7 +88,9 @@ class Source:
         if self.folder is not None:
             return _folder_origin(self.folder)
         assert self.name is not None and self.alias is not None
-        record = self._store().promotion(self.name, alias=self.alias)
+        if self._store is None:  # once: opening a store checks its migrations
+            self._store = self._open_store()
+        record = self._store.promotion(self.name, alias=self.alias)
         if record is None:
             raise NotFoundError(
                 f"nothing promoted as {self.spec}; run `tunefleet promote {self.name}` first"
