@@ -7,7 +7,10 @@ flight, first of single texts, then of batches of 32. Each phase starts after a 
 servers alternate over the repeats and each figure is the median over them.
 
     python benchmarks/serving.py [--model minilm] [--requests 400] [--concurrency 32]
-                                 [--batch-requests 40] [--repeats 2]
+                                 [--batch-requests 40] [--repeats 2] [--unbatched] [--out DIR]
+
+``--unbatched`` adds tunefleet serve with ``--max-batch 1`` (single texts only): what
+micro-batching itself buys on the machine. ``--out DIR`` keeps the promoted model for reruns.
 
 tunefleet is asked on ``/v1/predict``; MLflow on ``/invocations`` with ``dataframe_split`` (a
 ``text`` column: MLflow turns ``{"inputs": [...]}`` into a numpy array, which the registered
@@ -59,6 +62,8 @@ class Side:
     path: str
     body: Callable[[list[str]], dict[str, Any]]
     labels: Callable[[dict[str, Any]], list[str]]
+    batches: bool = True
+    """Whether it takes the batch-of-32 phase (a server run with --max-batch 1 refuses it)."""
 
 
 @dataclass(frozen=True)
@@ -98,11 +103,11 @@ def train_and_promote(args: argparse.Namespace, out: Path) -> None:
             sys.exit(f"tunefleet {command[0]} failed:\n{done.stderr[-3000:]}")
 
 
-def sides(out: Path, port: int) -> list[Side]:
+def sides(out: Path, port: int, *, unbatched: bool) -> list[Side]:
     # mlflow models serve runs `uvicorn` from PATH: the venv's bin must be on it.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     env = {**os.environ, "PATH": path, "MLFLOW_TRACKING_URI": f"sqlite:///{out / 'mlflow.db'}"}
-    return [
+    ours = [
         Side(
             "tunefleet serve",
             [
@@ -116,6 +121,19 @@ def sides(out: Path, port: int) -> list[Side]:
             lambda batch: {"inputs": batch},
             lambda answer: [p["labels"][0] for p in answer["predictions"]],
         ),
+    ]
+    if unbatched:  # the same server with micro-batching off: what batching itself buys
+        plain = ours[0]
+        ours.append(
+            Side(
+                "tunefleet --max-batch 1",
+                [*plain.command[:-4], "--max-batch", "1", "--log-level", "warning"],
+                *(plain.env, plain.ready_path, plain.path, plain.body, plain.labels),
+                batches=False,
+            )
+        )
+    return [
+        *ours,
         Side(
             "mlflow models serve",
             [
@@ -215,6 +233,8 @@ def measure(side: Side, url: str, pool: list[str], args: argparse.Namespace) -> 
     single = asyncio.run(
         load(side, url, pool, requests=args.requests, size=1, concurrency=args.concurrency)
     )
+    if not side.batches:
+        return {"single": single}
     batched = asyncio.run(
         load(
             side, url, pool, requests=args.batch_requests, size=BATCH, concurrency=args.concurrency
@@ -246,18 +266,26 @@ def main() -> None:
     parser.add_argument("--batch-requests", type=int, default=40, help="requests of 32 texts")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--unbatched", action="store_true", help="also time tunefleet serve with --max-batch 1"
+    )
+    parser.add_argument(
+        "--out", type=Path, help="keep the promoted model here and reuse it when run again"
+    )
     args = parser.parse_args()
     pool = texts()
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "runs"
-        train_and_promote(args, out)
+        out = args.out.resolve() if args.out else Path(tmp) / "runs"
+        if not (out / "tunefleet.db").is_file():
+            out.mkdir(parents=True, exist_ok=True)
+            train_and_promote(args, out)
         port = int(os.environ.get("BENCH_PORT", "8765"))
-        servers = sides(out, port)
+        servers = sides(out, port, unbatched=args.unbatched)
         answers = []
-        for side in servers:  # both must answer alike before anything is timed
+        for side in servers:  # all must answer alike before anything is timed
             with running(side, port, Path(tmp) / "check.log") as url:
-                answers.append(answer(side, url, pool[:BATCH]))
-        if answers[0] != answers[1]:
+                answers.append(answer(side, url, pool[:1] if not side.batches else pool[:BATCH]))
+        if any(a != answers[-1][: len(a)] for a in answers):
             sys.exit(f"the servers disagree on the same texts: {answers}")
         results: dict[str, dict[str, list[Figures]]] = {s.label: {} for s in servers}
         for repeat in range(args.repeats):
@@ -267,7 +295,7 @@ def main() -> None:
                     for phase, figures in measure(side, url, pool, args).items():
                         results[side.label].setdefault(phase, []).append(figures)
                         print(
-                            f"repeat {repeat} {side.label:20s} {phase:8s} "
+                            f"repeat {repeat} {side.label:24s} {phase:8s} "
                             f"{figures.requests_per_s:8.1f} req/s {figures.texts_per_s:8.1f} "
                             f"texts/s p50 {figures.p50_ms:7.1f} ms p99 {figures.p99_ms:7.1f} ms",
                             flush=True,
@@ -278,24 +306,28 @@ def main() -> None:
 def report(results: dict[str, dict[str, list[Figures]]], args: argparse.Namespace) -> None:
     import torch
 
-    ours, theirs = results["tunefleet serve"], results["mlflow models serve"]
+    theirs = results["mlflow models serve"]
     print(
         f"\nmodel {args.model}, concurrency {args.concurrency}, {args.requests} single-text and "
         f"{args.batch_requests} batch-of-{BATCH} requests, {args.repeats} repeats (medians), "
         f"{os.cpu_count()} CPUs, torch {torch.__version__}"
     )
-    for phase in ours:
-        a, b = median(ours[phase]), median(theirs[phase])
-        for label, f in (("tunefleet serve", a), ("mlflow models serve", b)):
+    for phase in theirs:
+        b = median(theirs[phase])
+        for label, runs in results.items():
+            if phase not in runs:
+                continue
+            a = median(runs[phase])
             print(
-                f"{phase:8s} {label:20s} {f.requests_per_s:8.1f} req/s {f.texts_per_s:8.1f} "
-                f"texts/s p50 {f.p50_ms:7.1f} ms p99 {f.p99_ms:7.1f} ms"
+                f"{phase:8s} {label:24s} {a.requests_per_s:8.1f} req/s {a.texts_per_s:8.1f} "
+                f"texts/s p50 {a.p50_ms:7.1f} ms p99 {a.p99_ms:7.1f} ms"
             )
-        speedup = a.requests_per_s / b.requests_per_s
-        print(
-            f"{phase:8s} ratio tunefleet/mlflow: throughput {speedup:.2f}x, "
-            f"p50 {a.p50_ms / b.p50_ms:.2f}x, p99 {a.p99_ms / b.p99_ms:.2f}x"
-        )
+            if runs is not theirs:
+                speedup = a.requests_per_s / b.requests_per_s
+                print(
+                    f"{phase:8s} ratio {label} / mlflow: throughput {speedup:.2f}x, "
+                    f"p50 {a.p50_ms / b.p50_ms:.2f}x, p99 {a.p99_ms / b.p99_ms:.2f}x"
+                )
 
 
 if __name__ == "__main__":
