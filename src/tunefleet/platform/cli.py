@@ -381,6 +381,45 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# issue 12: serve
+SERVE_EXTRA = "pip install 'tunefleet[serve]'"
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from tunefleet.platform.serving.server import serve
+    except ImportError as exc:
+        raise TunefleetError(
+            f"tunefleet serve needs FastAPI, uvicorn and prometheus_client ({exc.name} is "
+            f"missing): {SERVE_EXTRA}"
+        ) from None
+    from tunefleet.platform.serving.limits import Limits
+
+    try:
+        limits = Limits(
+            max_body_bytes=args.max_body_kb * 1024,
+            max_batch=args.max_batch,
+            batch_wait_s=args.batch_wait_ms / 1000,
+            max_concurrency=args.max_concurrency,
+            timeout_s=args.timeout_s,
+            truncate=not args.no_truncate,
+        )
+    except ValueError as exc:
+        raise TunefleetError(f"tunefleet serve: {exc}") from None
+    if args.reload_poll_s <= 0:
+        raise TunefleetError(f"--reload-poll-s must be > 0; got {args.reload_poll_s:g}")
+    serve(
+        args.model,
+        store=lambda: _existing_store(args),
+        host=args.host,
+        port=args.port,
+        limits=limits,
+        reload_every_s=args.reload_poll_s if args.reload_on_alias_change else None,
+        log_level=args.log_level,
+    )
+    return 0
+
+
 # issue 12: retention
 def cmd_gc(args: argparse.Namespace) -> int:
     from tunefleet.platform.retention import run_gc
@@ -608,6 +647,73 @@ COMMAND_TABLE: tuple[Command, ...] = (
         cmd_unpin,
         "let retention delete a pinned trial's checkpoint again",
         args=(*SWEEP_ARGS[:1], arg("trial", type=int, help="the trial's number"), *STORE_ARGS),
+    ),
+    # issue 12: serve
+    Command(
+        "serve",
+        cmd_serve,
+        f"an HTTP server for a promoted model or a checkpoint folder ({SERVE_EXTRA})",
+        args=(
+            arg("model", help="NAME@ALIAS (a promoted model) or a checkpoint folder"),
+            *STORE_ARGS,
+            arg("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"),
+            arg("--port", type=int, default=8000, help="port (default 8000)"),
+            arg(
+                "--max-body-kb",
+                type=int,
+                default=1024,
+                help="larger request bodies are refused with 413 (default 1024)",
+            ),
+            arg(
+                "--max-batch",
+                type=int,
+                default=32,
+                help="most texts per request (more: 413) and per model call (default 32)",
+            ),
+            arg(
+                "--batch-wait-ms",
+                type=float,
+                default=5.0,
+                help="how long the oldest waiting request waits for others to share its model "
+                "call (default 5)",
+            ),
+            arg(
+                "--max-concurrency",
+                type=int,
+                default=64,
+                help="requests in flight beyond this are refused with 429 (default 64)",
+            ),
+            arg(
+                "--timeout-s",
+                type=float,
+                default=30.0,
+                help="a request not answered in this many seconds gets 503 (default 30)",
+            ),
+            arg(
+                "--no-truncate",
+                action="store_true",
+                help="refuse (422) texts longer than the model's max_length instead of "
+                "truncating them",
+            ),
+            arg(
+                "--reload-on-alias-change",
+                action="store_true",
+                help="poll NAME@ALIAS and swap to a newly promoted model without dropping a "
+                "request (the old one answers until the new one is loaded and warmed)",
+            ),
+            arg(
+                "--reload-poll-s",
+                type=float,
+                default=10.0,
+                help="seconds between alias polls (default 10)",
+            ),
+            arg(
+                "--log-level",
+                choices=("debug", "info", "warning", "error"),
+                default="info",
+                help="server log level (default info)",
+            ),
+        ),
     ),
 )
 
