@@ -496,7 +496,8 @@ COMMAND_TABLE: tuple[Command, ...] = (
             arg("--trials", type=int, help="trials in total, counting a resumed sweep's"),
             arg("--timeout", type=float, help="seconds after which no new trial starts"),
         ),
-        exits="1 no trial completed, or a worker failed; 130 interrupted (run it again to resume)",
+        exits="1 no trial completed, or a worker failed; 75 paused: the disk cannot hold a "
+        "checkpoint (free space, then run it again); 130 interrupted (run it again to resume)",
     ),
     Command(
         "worker",
