@@ -119,9 +119,8 @@ def _recall_drop(challenger: Scores, champion: Scores, limit: float) -> Check:
         for label, recall in champion.recall.items()
     }
     label = max(sorted(drops), key=lambda k: drops[k])
-    detail = (
-        f"class {label!r}: {champion.recall[label]:.4g} -> {challenger.recall.get(label, 0.0):.4g}"
-    )
+    was, now = champion.recall[label], challenger.recall.get(label, 0.0)
+    detail = f"class {label!r}: recall {was:.4g} -> {now:.4g}"
     return _at_most("recall drop", max(drops[label], 0.0), limit, detail)
 
 

@@ -54,12 +54,16 @@ def client_for(tracking_uri: str) -> MlflowClient:
 
 def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
     """The version ``alias`` names, or None (no such alias, or no such registered model)."""
+    # Through the model's alias map: stores disagree on the error code of a missing alias
+    # (the sqlite one says INVALID_PARAMETER_VALUE), not on a missing model.
     try:
-        return client.get_model_version_by_alias(name, alias)
+        model = client.get_registered_model(name)
     except MlflowException as exc:
         if exc.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
             raise
         return None
+    version = (model.aliases or {}).get(alias)
+    return None if version is None else client.get_model_version(name, str(version))
 
 
 def version_of(client: MlflowClient, name: str, version: str) -> ModelVersion:
