@@ -546,3 +546,46 @@ def test_every_method_promotes_and_loads_through_a_tracking_server(
     assert actions.count(("champion", "promote")) == len(METHODS)
     assert actions[-2:] == [("champion", "rollback"), ("previous-champion", "rollback")]
     store.dispose()
+
+
+def test_history_reads_the_store_alone_and_prints_no_warnings(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    store = Store(f"sqlite:///{out / 'tunefleet.db'}")
+    store.record_alias_move(
+        model_name="m",
+        alias="challenger",
+        action="register",
+        from_version=None,
+        to_version="1",
+        actor="ann@host",
+        sweep="m",
+        number=0,
+    )
+    store.record_alias_move(
+        model_name="m",
+        alias="champion",
+        action="force",
+        from_version="3",
+        to_version="1",
+        actor="bob@host",
+        sweep="m",
+        number=0,
+        reason="hotfix",
+        gate={"passed": False, "checks": [{"name": "model MB", "figure": 12.5, "passed": False}]},
+    )
+    store.dispose()
+    result = run_cli("history", "m", "--out", str(out), timeout=120)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    first, second = result.stdout.splitlines()
+    assert "ann@host  register    @challenger  - -> 1 trial 0" in first
+    assert "bob@host  force       @champion  3 -> 1 trial 0" in second
+    assert 'gate failed: model MB 12.5 (FAIL)  reason: "hotfix"' in second
+    entries = json.loads(run_cli("history", "m", "--out", str(out), "--json").stdout)
+    assert [(e["who"], e["from_version"], e["to_version"]) for e in entries] == [
+        ("ann@host", None, "1"),
+        ("bob@host", "3", "1"),
+    ]
+    assert run_cli("history", "other", "--out", str(out)).stdout.strip() == (
+        "no alias moves recorded for other"
+    )

@@ -392,7 +392,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from tunefleet.platform.rollback import history_json, history_text
+    from tunefleet.platform.history import history_json, history_text
 
     moves = _existing_store(args).alias_moves(args.name)
     if args.json:

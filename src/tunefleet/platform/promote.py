@@ -120,7 +120,7 @@ def _candidate(store: Store, name: str, trial: int) -> tuple[TrialRecord, Path]:
         if removed:
             state += f"; retention deleted its checkpoint: {removed}"
         raise NotFoundError(
-            f"trial {trial} of {name!r} has no checkpoint to promote (state {state}{removed}); "
+            f"trial {trial} of {name!r} has no checkpoint to promote (state {state}); "
             "only complete trials keep one"
         )
     folder = Path(record.checkpoint)
@@ -271,14 +271,14 @@ def promote_gated(
 
     config = view.config
     name = config.name
+    number, note = choose_trial(view, trial=trial, prefer=prefer)
+    record, folder = _candidate(store, name, number)
     if not config.tracking.mlflow.enabled:
         raise TunefleetError(
             f"sweep {name!r} has tracking.mlflow.enabled: false; the gate moves registry "
             "aliases, so it needs the MLflow registry (or pass --alias ALIAS for a plain "
             "registration under another alias)"
         )
-    number, note = choose_trial(view, trial=trial, prefer=prefer)
-    record, folder = _candidate(store, name, number)
     table, source = frozen_test_set(folder, test)
     tracking_uri = mlflow_tracking_uri(layout, config)
     client, who = client_for(tracking_uri), actor()

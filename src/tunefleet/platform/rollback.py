@@ -1,10 +1,9 @@
-"""``rollback`` and ``history``: moving ``@champion`` back to an earlier version once that
-version is checked, and the audit trail of every alias move (the store's ``tf_alias_moves``).
-"""
+"""``rollback``: moving ``@champion`` back to an earlier version once that version is checked
+(it downloads, matches the hashes it was registered with, and predicts); recorded in the
+store's alias history (``platform.history``)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,51 +124,3 @@ def describe_rollback(outcome: RollbackOutcome) -> str:
         f"{outcome.to_version} (checked: hashes match, it loads and predicts); "
         f"@previous-champion: {previous}"
     )
-
-
-def history_json(moves: list[AliasMove]) -> list[dict[str, Any]]:
-    return [
-        {
-            "id": m.id,
-            "when": m.created.isoformat(),
-            "who": m.actor,
-            "alias": m.alias,
-            "action": m.action,
-            "from_version": m.from_version,
-            "to_version": m.to_version,
-            "sweep": m.sweep,
-            "trial": m.number,
-            "reason": m.reason,
-            "gate": m.gate,
-        }
-        for m in moves
-    ]
-
-
-def history_text(name: str, moves: list[AliasMove]) -> str:
-    """One line per move, oldest first: when, who, what moved where, and why."""
-    if not moves:
-        return f"no alias moves recorded for {name}"
-    lines = []
-    for m in moves:
-        when = m.created.strftime("%Y-%m-%d %H:%M:%S")
-        where = f"{m.from_version or '-'} -> {m.to_version or '-'}"
-        trial = f" trial {m.number}" if m.number is not None else ""
-        line = f"{when}  {m.actor}  {m.action:<11} @{m.alias}  {where}{trial}"
-        why = _why(m)
-        lines.append(f"{line}  {why}" if why else line)
-    return "\n".join(lines)
-
-
-def _why(move: AliasMove) -> str:
-    parts = []
-    if move.gate is not None:
-        checks = move.gate.get("checks") or []
-        figures = "; ".join(
-            f"{c['name']} {c['figure']:.4g} ({'ok' if c['passed'] else 'FAIL'})" for c in checks
-        )
-        verdict = "passed" if move.gate.get("passed") else "failed"
-        parts.append(f"gate {verdict}: {figures or 'no checks'}")
-    if move.reason:
-        parts.append(f"reason: {json.dumps(move.reason)}")
-    return "  ".join(parts)
