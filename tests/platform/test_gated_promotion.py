@@ -362,6 +362,8 @@ def test_the_gate_needs_a_held_out_test_set_and_keeps_its_aliases(
     assert code == 2 and "move only through the gate" in err
     code, _text, err = _cli(capsys, "promote", SWEEP, "--alias", "x", "--force", *out)
     assert code == 2 and "leave out --alias" in err
+    code, _text, err = _cli(capsys, "promote", SWEEP, "--reason", "why not", *out)
+    assert code == 2 and "--reason goes with --force" in err
     # An explicit test file replaces the split; a file without the data's columns is refused.
     bad = tmp_path / "bad.csv"
     bad.write_text("review,stars\nnice,5\n")
@@ -400,6 +402,11 @@ def test_a_sweep_without_a_test_split_is_refused(tmp_path: Path, sentiment_csv: 
     )
     (folder / "tunefleet.json").write_text(json.dumps(manifest.to_json()))
     with pytest.raises(TunefleetError, match="changed since it trained"):
+        frozen_test_set(folder, None)
+    # A checkpoint that does not say what it trained on cannot rebuild its split.
+    manifest = dataclasses.replace(manifest, config={})
+    (folder / "tunefleet.json").write_text(json.dumps(manifest.to_json()))
+    with pytest.raises(TunefleetError, match="cannot be rebuilt: pass --test FILE"):
         frozen_test_set(folder, None)
 
 

@@ -315,6 +315,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
     store = _existing_store(args)
     layout, db = _layout_db(args)
     view = open_view(store, args.name, db)
+    if args.reason is not None and not args.force:
+        raise TunefleetError("--reason goes with --force (why the gate is overridden)")
     if args.alias is None:
         return _promote_gated(args, view, store, layout)  # issue 12: gated promotion
     if args.force or args.test:

@@ -392,12 +392,20 @@ def frozen_test_set(checkpoint: Path, test: Path | None) -> tuple[Table, str]:
 
     The split is rebuilt from the trial's own ``data`` settings and must fingerprint as it did
     when the trial trained, or the rows held out then may since have been trained on."""
+    from pydantic import ValidationError
+
     from tunefleet.config.schema import DataConfig
     from tunefleet.trainers.checkpoint import Manifest
     from tunefleet.trainers.data import load_splits, read_table
 
     manifest = Manifest.read(checkpoint)
-    data = DataConfig.model_validate(manifest.config["data"])
+    try:
+        data = DataConfig.model_validate(manifest.config["data"])
+    except (KeyError, ValidationError) as exc:
+        raise TunefleetError(
+            f"checkpoint {checkpoint} does not record the data settings its trial trained on "
+            f"({type(exc).__name__}), so its test split cannot be rebuilt: pass --test FILE"
+        ) from None
     if test is not None:
         table = read_table(
             test, key="--test", text_column=data.text_column, label_column=data.label_column
