@@ -39,14 +39,15 @@ def history_text(name: str, moves: list[AliasMove]) -> str:
         where = f"{m.from_version or '-'} -> {m.to_version or '-'}"
         trial = f" trial {m.number}" if m.number is not None else ""
         line = f"{when}  {m.actor}  {m.action:<11} @{m.alias}  {where}{trial}"
-        why = _why(m)
+        # A previous-champion move repeats its champion move's gate: printed once, there.
+        why = _why(m, gate=m.alias != "previous-champion")
         lines.append(f"{line}  {why}" if why else line)
     return "\n".join(lines)
 
 
-def _why(move: AliasMove) -> str:
+def _why(move: AliasMove, *, gate: bool) -> str:
     parts = []
-    if move.gate is not None:
+    if gate and move.gate is not None:
         checks = move.gate.get("checks") or []
         figures = "; ".join(
             f"{c['name']} {c['figure']:.4g} ({'ok' if c['passed'] else 'FAIL'})" for c in checks
