@@ -6,10 +6,12 @@ sentences with a held-out test split), then, per trial and repeat, interleaved:
 - baseline: ``tunefleet promote NAME --trial N --alias plain`` (register the checkpoint, move a
   plain alias: what ``promote`` did before the gate);
 - gated: ``tunefleet promote NAME --trial N`` (register as @challenger, download and score the
-  challenger and the champion on the test split, move the aliases).
+  challenger and the champion on the test split, move the aliases), no latency budget;
+- gated+latency: the same with ``promotion.max_p95_latency_ms`` set, so each model is timed on
+  at least 20 batches.
 
-Each promotion runs in this process through the CLI's ``main`` (imports warmed by a first,
-untimed promotion); the ratio uses each side's median seconds.
+Each promotion runs in this process through the functions behind the CLI (imports warmed by a
+first, untimed promotion); the ratios use each side's median seconds.
 
     python benchmarks/promotion.py [--model minilm] [--rows 400] [--repeats 3]
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import dataclasses
 import io
 import os
 import random
@@ -27,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -84,41 +88,54 @@ def sweep(folder: Path, model: str, rows: int) -> Path:
     return out
 
 
-def timed(*argv: str) -> float:
-    from tunefleet.platform.cli import main
-
+def timed(run: Callable[[], object]) -> float:
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        code = main(list(argv))
-    elapsed = time.perf_counter() - start
-    if code != 0:
-        raise SystemExit(f"tunefleet {' '.join(argv)} exited {code}")
-    return elapsed
+        run()
+    return time.perf_counter() - start
 
 
 def main() -> None:
+    from tunefleet.config.schema import PromotionConfig
+    from tunefleet.platform.layout import Layout
+    from tunefleet.platform.promote import promote, promote_gated
+    from tunefleet.platform.status import open_view
+    from tunefleet.platform.store import Store
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--rows", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    sides: dict[str, list[float]] = {"plain": [], "gated": [], "gated+latency": []}
     with tempfile.TemporaryDirectory(prefix="gatebench-") as tmp:
-        out = sweep(Path(tmp), args.model, args.rows)
-        where = ["--out", str(out)]
-        trials = ["0", "1"]
-        timed("promote", NAME, "--trial", "0", "--alias", "warm", *where)
-        timed("promote", NAME, "--trial", "0", *where)  # a champion to score against
-        plain: list[float] = []
-        gated: list[float] = []
+        layout = Layout.at(sweep(Path(tmp), args.model, args.rows))
+        store = Store(layout.db_url)
+        view = open_view(store, NAME, layout.db_url)
+        # The same sweep with a latency budget (never binding): the gate times 20+ batches.
+        budget = PromotionConfig(min_gain=None, max_p95_latency_ms=1e9)
+        with_budget = dataclasses.replace(
+            view, config=view.config.model_copy(update={"promotion": budget})
+        )
+        runs: dict[str, Callable[[int], object]] = {
+            "plain": lambda n: promote(view, store, layout, trial=n, alias="plain"),
+            "gated": lambda n: promote_gated(view, store, layout, trial=n),
+            "gated+latency": lambda n: promote_gated(with_budget, store, layout, trial=n),
+        }
+        runs["gated"](0)  # warm imports, and a champion to score against
         for _ in range(args.repeats):
-            for trial in trials:
-                plain.append(timed("promote", NAME, "--trial", trial, "--alias", "plain", *where))
-                gated.append(timed("promote", NAME, "--trial", trial, *where))
-    base, gate = statistics.median(plain), statistics.median(gated)
-    print(f"model {args.model}, {args.rows} rows (test split 25%), {len(plain)} promotions each")
-    print(f"plain registration (--alias): median {base:.2f} s")
-    print(f"gated promotion:              median {gate:.2f} s")
-    print(f"gated / plain: {gate / base:.2f}x")
+            for trial in (0, 1):
+                for side, run in runs.items():
+                    sides[side].append(timed(lambda run=run, trial=trial: run(trial)))
+        store.dispose()
+    base = statistics.median(sides["plain"])
+    print(
+        f"model {args.model}, {args.rows} rows (test split 25%), "
+        f"{len(sides['plain'])} promotions per side, full and LoRA trials"
+    )
+    for side, seconds in sides.items():
+        median = statistics.median(seconds)
+        print(f"{side:<14} median {median:6.2f} s   {median / base:6.2f}x plain")
 
 
 if __name__ == "__main__":
