@@ -485,11 +485,20 @@ def test_promote_prefer_and_trial_choose_and_record(
     sweep: Sweep, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out_dir = str(sweep.out)
+    # A plain alias move (--alias): the gated champion flow needs MLflow and real models.
     code, out, err = _cli(
-        capsys, "promote", sweep.name, "--out", out_dir, "--prefer", "trainable_params"
+        capsys,
+        "promote",
+        sweep.name,
+        "--out",
+        out_dir,
+        "--prefer",
+        "trainable_params",
+        "--alias",
+        "lightest",
     )
     assert code == 0, err
-    assert out.startswith("promoted mo trial 0 as @champion")
+    assert out.startswith("promoted mo trial 0 as @lightest")
     assert "chosen by --prefer trainable_params among the Pareto front" in out
     code, out, err = _cli(
         capsys,
@@ -523,7 +532,7 @@ def test_promote_prefer_and_trial_choose_and_record(
     checkpoints = sweep.out / "checkpoints" / sweep.name
     assert chosen == {
         alias: (n, str(checkpoints / f"trial-{n}"))
-        for alias, n in [("champion", 0), ("accurate", 7), ("small", 2), ("big", 3), ("mid", 1)]
+        for alias, n in [("lightest", 0), ("accurate", 7), ("small", 2), ("big", 3), ("mid", 1)]
     }
 
 

@@ -46,7 +46,7 @@ CONSTRAINT_PATTERN = re.compile(
 )
 
 #: Config sections a search space may not reach into: they shape the sweep, not a trial.
-UNSEARCHABLE = ("name", "search", "tracking")
+UNSEARCHABLE = ("name", "search", "tracking", "promotion")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 
 
@@ -754,6 +754,54 @@ class CheckpointsConfig(Strict):
 # end issue 12: retention
 
 
+# issue 12: gated promotion
+class PromotionConfig(Strict):
+    """The gate ``tunefleet promote`` puts a challenger through before it becomes champion."""
+
+    metric: Literal["accuracy", "f1_macro"] = Field(
+        "accuracy",
+        description="The test-set metric the gate compares: accuracy or f1_macro (the mean of "
+        "the per-class F1 scores).",
+    )
+    min_value: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="The challenger's `metric` on the test set must be at least this; null: no "
+        "floor.",
+    )
+    min_gain: float | None = Field(
+        0.0,
+        ge=-1,
+        le=1,
+        description="The challenger's `metric` minus the champion's (same test set) must be at "
+        "least this; 0: no worse than the champion; null: no comparison. Skipped while there is "
+        "no champion.",
+    )
+    max_recall_drop: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="No class's recall may fall by more than this from the champion's (0.05 = "
+        "five points); null: not checked. Skipped while there is no champion.",
+    )
+    max_p95_latency_ms: float | None = Field(
+        None,
+        gt=0,
+        description="The challenger's p95 wall time per batch of `batch_size` test texts, in ms, "
+        "measured on the promoting machine; null: not checked.",
+    )
+    max_model_mb: float | None = Field(
+        None,
+        gt=0,
+        description="The registered model's size in MB (10^6 bytes): the checkpoint plus the "
+        "pretrained body bundled with it where the method needs one; null: not checked.",
+    )
+    batch_size: int = Field(
+        32, ge=1, description="Texts per batch when scoring (and timing) on the test set."
+    )
+
+
 class SweepConfig(Strict):
     name: str = Field(pattern=NAME_PATTERN, description="Sweep name = Optuna study name.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="The model to tune.")
@@ -765,6 +813,10 @@ class SweepConfig(Strict):
     checkpoints: CheckpointsConfig = Field(  # issue 12: retention
         default_factory=CheckpointsConfig,
         description="Checkpoint retention under a disk budget (docs/retention.md).",
+    )
+    promotion: PromotionConfig = Field(  # issue 12: gated promotion
+        default_factory=PromotionConfig,
+        description="The checks `tunefleet promote` makes before a challenger becomes champion.",
     )
 
     @model_validator(mode="after")

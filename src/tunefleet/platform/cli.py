@@ -321,6 +321,12 @@ def cmd_promote(args: argparse.Namespace) -> int:
     store = _existing_store(args)
     layout, db = _layout_db(args)
     view = open_view(store, args.name, db)
+    if args.reason is not None and not args.force:
+        raise TunefleetError("--reason goes with --force (why the gate is overridden)")
+    if args.alias is None:
+        return _promote_gated(args, view, store, layout)  # issue 12: gated promotion
+    if args.force or args.test:
+        raise TunefleetError("--force and --test go with the gate: leave out --alias")
     outcome = promote(view, store, layout, trial=args.trial, alias=args.alias, prefer=args.prefer)
     print(describe(outcome))
     return 0
@@ -450,6 +456,47 @@ def cmd_unpin(args: argparse.Namespace) -> int:
 # end issue 12: retention
 
 
+# issue 12: gated promotion, rollback and alias history
+def _promote_gated(args: argparse.Namespace, view: Any, store: Any, layout: Layout) -> int:
+    from tunefleet.platform.promote import describe_gated, promote_gated
+
+    if args.force and not (args.reason or "").strip():
+        raise TunefleetError("--force needs --reason TEXT: why the gate is overridden (recorded)")
+    outcome = promote_gated(
+        view,
+        store,
+        layout,
+        trial=args.trial,
+        prefer=args.prefer,
+        test=args.test,
+        force_reason=args.reason if args.force else None,
+    )
+    print(describe_gated(outcome))
+    return 0 if outcome.moved else 1
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from tunefleet.platform.rollback import describe_rollback, rollback
+    from tunefleet.platform.status import open_view
+
+    store = _existing_store(args)
+    layout, db = _layout_db(args)
+    view = open_view(store, args.name, db)
+    print(describe_rollback(rollback(view, store, layout, to=args.to, reason=args.reason)))
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from tunefleet.platform.history import history_json, history_text
+
+    moves = _existing_store(args).alias_moves(args.name)
+    if args.json:
+        print(json.dumps(history_json(moves), indent=2))
+    else:
+        print(history_text(args.name, moves))
+    return 0
+
+
 COMMAND_TABLE: tuple[Command, ...] = (
     Command(
         "sweep",
@@ -571,7 +618,8 @@ COMMAND_TABLE: tuple[Command, ...] = (
     Command(
         "promote",
         cmd_promote,
-        "register the best checkpoint under a registry alias",
+        "register the best checkpoint as @challenger and, if it passes the gate "
+        "(promotion:), make it @champion",
         args=(
             *SWEEP_ARGS,
             arg("--trial", type=int, help="promote this trial instead of the best"),
@@ -581,8 +629,23 @@ COMMAND_TABLE: tuple[Command, ...] = (
                 help="multi-objective sweeps: promote the Pareto front member best in this "
                 "objective (ties: the first objective); one of --trial or --prefer is needed there",
             ),
-            arg("--alias", default="champion", help="registry alias (default: champion)"),
+            arg(
+                "--alias",
+                default=None,
+                help="register under this alias without the gate (not champion, challenger or "
+                "previous-champion); default: the gated challenger -> champion flow",
+            ),
+            arg(
+                "--test",
+                type=Path,
+                default=None,
+                help="the frozen test set (.csv/.jsonl with the data's columns) to gate on "
+                "(default: the sweep's held-out data.test split)",
+            ),
+            arg("--force", action="store_true", help="move @champion even if the gate fails"),
+            arg("--reason", default=None, help="why --force overrides the gate (recorded)"),
         ),
+        exits="1 the gate failed: @champion did not move (the output names the failed checks)",
     ),
     Command(
         "predict",
@@ -714,6 +777,27 @@ COMMAND_TABLE: tuple[Command, ...] = (
                 default="info",
                 help="server log level (default info)",
             ),
+        ),
+    ),
+    # issue 12: gated promotion, rollback and alias history
+    Command(
+        "rollback",
+        cmd_rollback,
+        "move @champion back (default: to @previous-champion) once the target is checked",
+        args=(
+            *SWEEP_ARGS,
+            arg("--to", metavar="VERSION", default=None, help="the model version to restore"),
+            arg("--reason", default=None, help="why (recorded in the alias history)"),
+        ),
+    ),
+    Command(
+        "history",
+        cmd_history,
+        "every alias move of a registered model: who, when, from, to, the gate or the reason",
+        args=(
+            arg("name", help="the registered model (a sweep's name)"),
+            *STORE_ARGS,
+            arg("--json", action="store_true", help="a JSON list on stdout"),
         ),
     ),
 )

@@ -190,13 +190,37 @@ def _version_tags(
 ) -> dict[str, str]:
     return {
         "tunefleet.checkpoint": str(checkpoint),
-        "tunefleet.checkpoint_sha256": _digest(expected),
+        "tunefleet.checkpoint_sha256": checkpoint_digest(expected),
         "tunefleet.sweep": manifest.sweep,
         "tunefleet.trial": str(manifest.trial),
         "tunefleet.method": manifest.method,
         "tunefleet.metric": manifest.metric,
         "tunefleet.value": repr(manifest.value),
+        "tunefleet.base_model": manifest.base_model,
+        "tunefleet.base_model_revision": base_revision(manifest.base_model),
     }
+
+
+def base_revision(name_or_path: str) -> str:
+    """What pins the pretrained body: ``sha256:<digest of its file digests>`` for a local
+    folder, ``commit:<sha>`` for a hub model in the local HF cache, else ``unknown``."""
+    from tunefleet.errors import TunefleetError
+    from tunefleet.trainers.checkpoint import hash_folder
+    from tunefleet.trainers.model import resolve_model
+
+    try:
+        resolved = resolve_model(name_or_path)
+    except TunefleetError:
+        return "unknown"
+    if Path(resolved).is_dir():
+        return f"sha256:{checkpoint_digest(hash_folder(Path(resolved)))}"
+    try:
+        from huggingface_hub import snapshot_download
+
+        # The cached snapshot's folder is named for its commit; nothing is downloaded.
+        return f"commit:{Path(snapshot_download(resolved, local_files_only=True)).name}"
+    except Exception:  # not cached, or not a hub id: the tag says so rather than failing
+        return "unknown"
 
 
 def _log_model(
@@ -398,8 +422,10 @@ def _pip_requirements() -> list[str]:
     return requirements
 
 
-def _digest(hashes: Mapping[str, str]) -> str:
+def checkpoint_digest(hashes: Mapping[str, str]) -> str:
+    """One digest of a folder's file digests (``hash_folder``): the ``tunefleet.checkpoint_sha256``
+    tag, against which a downloaded copy is checked."""
     return hashlib.sha256(json.dumps(dict(sorted(hashes.items()))).encode()).hexdigest()
 
 
-__all__ = ["RegisteredModel", "register_checkpoint"]
+__all__ = ["RegisteredModel", "base_revision", "checkpoint_digest", "register_checkpoint"]

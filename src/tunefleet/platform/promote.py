@@ -1,5 +1,9 @@
 """``promote``: the best trial's verified checkpoint -> MLflow model registry alias + store.
 
+By default (:func:`promote_gated`) the candidate becomes ``@challenger`` and moves to
+``@champion`` only through the gate of ``promotion:`` (``platform.gate``), scored on the frozen
+test set; :func:`promote` is the plain registration under a named alias (``--alias``).
+
 A multi-objective sweep has a front, not one best: the user names the trial (``--trial N``) or
 the objective to prefer among the front (``--prefer METRIC``)."""
 
@@ -7,14 +11,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tunefleet.errors import NotFoundError, TunefleetError
+from tunefleet.platform.gate import GateResult, describe_gate, run_gate
 from tunefleet.platform.layout import Layout, mlflow_tracking_uri
 from tunefleet.platform.pareto import Front, preferred
 from tunefleet.platform.status import SweepView
-from tunefleet.platform.store import Store
+from tunefleet.platform.store import Store, TrialRecord
 from tunefleet.redaction import redact_url
 from tunefleet.trainers.checkpoint import verify
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.tracking import MlflowClient
+
+    from tunefleet.config.schema import PromotionConfig
+    from tunefleet.platform.scoring import Scores
+    from tunefleet.trainers.data import Table
 
 
 @dataclass(frozen=True)
@@ -42,27 +56,24 @@ def promote(
     """Register ``trial`` (default: the best; in a multi-objective sweep, the front member best
     in ``prefer``) under ``alias``; CheckpointError if its checkpoint changed since it was
     written, NotFoundError if it has none."""
+    from tunefleet.platform.versions import RESERVED_ALIASES, actor
+
     name = view.config.name
-    trial, note = choose_trial(view, trial=trial, prefer=prefer)
-    record = store.trial(name, trial)
-    if (
-        record is None
-        or record.state != "COMPLETE"
-        or not record.checkpoint
-        or not record.checkpoint_sha256
-    ):
-        state = record.state if record else "unknown"
-        raise NotFoundError(
-            f"trial {trial} of {name!r} has no checkpoint to promote (state {state}); "
-            "only complete trials keep one"
+    if alias in RESERVED_ALIASES:
+        raise TunefleetError(
+            f"--alias {alias}: {', '.join(RESERVED_ALIASES)} move only through the gate "
+            "(`tunefleet promote NAME` without --alias, or with --force --reason TEXT) and "
+            "`tunefleet rollback`; choose another alias"
         )
-    folder = Path(record.checkpoint)
-    verify(folder, record.checkpoint_sha256)
+    trial, note = choose_trial(view, trial=trial, prefer=prefer)
+    record, folder = _candidate(store, name, trial)
     version = uri = tracking_uri = None
     if view.config.tracking.mlflow.enabled:
         from tunefleet.platform.model_registry import register_checkpoint
+        from tunefleet.platform.versions import alias_version, client_for
 
         tracking_uri = mlflow_tracking_uri(layout, view.config)
+        before = _number(alias_version(client_for(tracking_uri), name, alias))
         registered = register_checkpoint(
             tracking_uri=tracking_uri,
             model_name=name,
@@ -73,6 +84,16 @@ def promote(
             description=f"tunefleet sweep {name}, trial {trial}: {_values_text(view, trial)}",
         )
         version, uri = registered.version, registered.uri
+        store.record_alias_move(
+            model_name=name,
+            alias=alias,
+            action="register",
+            from_version=before,
+            to_version=version,
+            actor=actor(),
+            sweep=name,
+            number=trial,
+        )
     store.record_promotion(
         name,
         number=trial,
@@ -82,6 +103,30 @@ def promote(
         checkpoint=str(folder),
     )
     return PromotionOutcome(name, trial, alias, folder, version, uri, tracking_uri, note)
+
+
+def _candidate(store: Store, name: str, trial: int) -> tuple[TrialRecord, Path]:
+    """Trial ``trial``'s record and checkpoint folder, checked against its recorded hashes;
+    NotFoundError if it has no checkpoint, CheckpointError if it changed since it was written."""
+    record = store.trial(name, trial)
+    if (
+        record is None
+        or record.state != "COMPLETE"
+        or not record.checkpoint
+        or not record.checkpoint_sha256
+        or record.checkpoint_removed
+    ):
+        state = record.state if record else "unknown"
+        removed = record.checkpoint_removed if record else None
+        if removed:
+            state += f"; retention deleted its checkpoint: {removed}"
+        raise NotFoundError(
+            f"trial {trial} of {name!r} has no checkpoint to promote (state {state}); "
+            "only complete trials keep one"
+        )
+    folder = Path(record.checkpoint)
+    verify(folder, record.checkpoint_sha256)
+    return record, folder
 
 
 def choose_trial(
@@ -174,4 +219,266 @@ def describe(promotion: PromotionOutcome) -> str:
             "print(m.predict(['great food']))\"",
         ]
     lines.append(f"  tunefleet predict {promotion.name}@{promotion.alias} 'great food'")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# issue 12: gated promotion — challenger -> gate -> champion
+
+
+@dataclass(frozen=True)
+class GatedOutcome:
+    """A candidate registered as ``@challenger`` and put through the gate."""
+
+    name: str
+    number: int
+    version: str
+    """The challenger's model version."""
+    champion_before: str | None
+    moved: bool
+    """``@champion`` now names ``version`` (the gate passed, or ``--force``)."""
+    forced: bool
+    """Moved although the gate failed."""
+    reason: str | None
+    gate: GateResult
+    test_source: str
+    tracking_uri: str
+    note: str | None = None
+
+
+def promote_gated(
+    view: SweepView,
+    store: Store,
+    layout: Layout,
+    *,
+    trial: int | None,
+    prefer: str | None = None,
+    test: Path | None = None,
+    force_reason: str | None = None,
+) -> GatedOutcome:
+    """Register the candidate as ``@challenger``, score it and ``@champion`` on the same frozen
+    test set, and move ``@champion`` (the former one keeping ``@previous-champion``) only if
+    every check of ``promotion:`` holds, or ``force_reason`` is given. Every alias move, and a
+    failed gate, goes to the store's alias history."""
+    from tunefleet.platform.model_registry import register_checkpoint
+    from tunefleet.platform.versions import (
+        CHALLENGER,
+        CHAMPION,
+        actor,
+        alias_version,
+        client_for,
+        version_of,
+    )
+
+    config = view.config
+    name = config.name
+    number, note = choose_trial(view, trial=trial, prefer=prefer)
+    record, folder = _candidate(store, name, number)
+    if not config.tracking.mlflow.enabled:
+        raise TunefleetError(
+            f"sweep {name!r} has tracking.mlflow.enabled: false; the gate moves registry "
+            "aliases, so it needs the MLflow registry (or pass --alias ALIAS for a plain "
+            "registration under another alias)"
+        )
+    table, source = frozen_test_set(folder, test)
+    tracking_uri = mlflow_tracking_uri(layout, config)
+    client, who = client_for(tracking_uri), actor()
+    challenger_before = alias_version(client, name, CHALLENGER)
+    registered = register_checkpoint(
+        tracking_uri=tracking_uri,
+        model_name=name,
+        alias=CHALLENGER,
+        checkpoint=folder,
+        run_id=record.mlflow_run_id,
+        experiment_name=name,
+        description=f"tunefleet sweep {name}, trial {number}: {_values_text(view, number)}",
+        sha256=record.checkpoint_sha256,
+    )
+    store.record_alias_move(
+        model_name=name,
+        alias=CHALLENGER,
+        action="register",
+        from_version=_number(challenger_before),
+        to_version=registered.version,
+        actor=who,
+        sweep=name,
+        number=number,
+    )
+    store.record_promotion(
+        name,
+        number=number,
+        alias=CHALLENGER,
+        model_name=name,
+        model_version=registered.version,
+        checkpoint=str(folder),
+    )
+    champion = alias_version(client, name, CHAMPION)
+    challenger = version_of(client, name, registered.version)
+    result = run_gate(
+        config.promotion,
+        challenger=_score(tracking_uri, challenger, table, config.promotion),
+        champion=None
+        if champion is None
+        else _score(tracking_uri, champion, table, config.promotion),
+    )
+    outcome = GatedOutcome(
+        name=name,
+        number=number,
+        version=registered.version,
+        champion_before=_number(champion),
+        moved=result.passed or force_reason is not None,
+        forced=not result.passed and force_reason is not None,
+        reason=force_reason,
+        gate=result,
+        test_source=source,
+        tracking_uri=tracking_uri,
+        note=note,
+    )
+    _settle(client, store, outcome, who=who, folder=folder)
+    return outcome
+
+
+def _settle(
+    client: MlflowClient, store: Store, outcome: GatedOutcome, *, who: str, folder: Path
+) -> None:
+    """Move the aliases the gate's verdict allows (none when it failed) and record it."""
+    from tunefleet.platform.versions import CHAMPION, PREVIOUS, Move, alias_version, move_aliases
+
+    name, version, before = outcome.name, outcome.version, outcome.champion_before
+    gate = {**outcome.gate.to_json(), "test": outcome.test_source}
+    verdict = "forced" if outcome.forced else "passed" if outcome.moved else "failed"
+    client.set_model_version_tag(name, version, "tunefleet.gate", verdict)
+    if not outcome.moved:
+        store.record_alias_move(
+            model_name=name,
+            alias=CHAMPION,
+            action="gate-failed",
+            from_version=before,
+            to_version=version,
+            actor=who,
+            sweep=name,
+            number=outcome.number,
+            reason=outcome.reason,
+            gate=gate,
+        )
+        return
+    action = "force" if outcome.forced else "promote"
+    moves = [Move(CHAMPION, action, before, version)]
+    if before is not None:
+        moves.append(Move(PREVIOUS, action, _number(alias_version(client, name, PREVIOUS)), before))
+    move_aliases(
+        client,
+        store,
+        name,
+        moves,
+        who=who,
+        sweep=name,
+        number=outcome.number,
+        reason=outcome.reason,
+        gate=gate,
+    )
+    store.record_promotion(
+        name,
+        number=outcome.number,
+        alias=CHAMPION,
+        model_name=name,
+        model_version=version,
+        checkpoint=str(folder),
+    )
+
+
+def frozen_test_set(checkpoint: Path, test: Path | None) -> tuple[Table, str]:
+    """The frozen test set and where it came from: ``test`` when given, else the held-out test
+    split of the data the checkpoint's trial trained on (never its eval split, which chose it).
+
+    The split is rebuilt from the trial's own ``data`` settings and must fingerprint as it did
+    when the trial trained, or the rows held out then may since have been trained on."""
+    from pydantic import ValidationError
+
+    from tunefleet.config.schema import DataConfig
+    from tunefleet.trainers.checkpoint import Manifest
+    from tunefleet.trainers.data import load_splits, read_table
+
+    manifest = Manifest.read(checkpoint)
+    try:
+        data = DataConfig.model_validate(manifest.config["data"])
+    except (KeyError, ValidationError) as exc:
+        raise TunefleetError(
+            f"checkpoint {checkpoint} does not record the data settings its trial trained on "
+            f"({type(exc).__name__}), so its test split cannot be rebuilt: pass --test FILE"
+        ) from None
+    if test is not None:
+        table = read_table(
+            test, key="--test", text_column=data.text_column, label_column=data.label_column
+        )
+        return table, f"--test {test} ({len(table)} rows)"
+    splits = load_splits(data)
+    if splits.test is None:
+        raise TunefleetError(
+            f"sweep {manifest.sweep!r} has no held-out test split to gate on (data.test is "
+            "null and data.test_fraction is 0): pass --test FILE, or set data.test or "
+            "data.test_fraction in the sweep's config for its next trials; the eval split "
+            "chose the trial, so it cannot judge it"
+        )
+    if splits.fingerprint() != manifest.data_sha256:
+        raise TunefleetError(
+            f"the data of trial {manifest.trial} ({data.train}) changed since it trained: its "
+            "held-out test split is no longer the one it never saw; pass --test FILE"
+        )
+    where = data.test if data.test else f"data.test_fraction {data.test_fraction} of {data.train}"
+    return splits.test, f"data.test {where} ({len(splits.test)} rows)"
+
+
+def _score(
+    tracking_uri: str, version: ModelVersion, table: Table, settings: PromotionConfig
+) -> Scores:
+    from tunefleet.platform.scoring import MIN_TIMED_BATCHES, score_predictor
+    from tunefleet.platform.versions import downloaded, load_copy
+
+    # Repeated timing passes cost more than the rest of the gate on a small test set: only
+    # when a latency budget is checked (one pass still gives the figure for the report).
+    timed = MIN_TIMED_BATCHES if settings.max_p95_latency_ms is not None else 1
+    with downloaded(tracking_uri, version) as copy:
+        return score_predictor(
+            load_copy(copy),
+            table,
+            batch_size=settings.batch_size,
+            model_mb=copy.size_mb,
+            min_timed_batches=timed,
+        )
+
+
+def _number(version: ModelVersion | None) -> str | None:
+    # The sqlite store gives the version as an int, the REST store as a str.
+    return None if version is None else str(version.version)
+
+
+def describe_gated(outcome: GatedOutcome) -> str:
+    name, version = outcome.name, outcome.version
+    lines = [
+        f"registered {name} trial {outcome.number} as version {version} @challenger",
+        f"  test set: {outcome.test_source}",
+    ]
+    if outcome.note:
+        lines.append(outcome.note)
+    lines.append(describe_gate(outcome.gate))
+    before = f"version {outcome.champion_before}" if outcome.champion_before else "none"
+    if outcome.forced:
+        lines.append(
+            f"FORCED over the failed gate ({outcome.reason}): @champion -> version {version} "
+            f"(was {before})"
+        )
+    elif outcome.moved:
+        lines.append(f"@champion -> version {version} (was {before})")
+    else:
+        failed = ", ".join(c.name for c in outcome.gate.failed)
+        lines.append(f"@champion stays {before}: failed {failed}")
+    if outcome.moved:
+        uri = redact_url(outcome.tracking_uri)  # printed: its password stays ***
+        lines += [
+            "load it:",
+            f'  MLFLOW_TRACKING_URI={uri} python -c "import mlflow; '
+            f"m = mlflow.pyfunc.load_model('models:/{name}@champion'); "
+            "print(m.predict(['great food']))\"",
+        ]
     return "\n".join(lines)
