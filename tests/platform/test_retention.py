@@ -412,7 +412,8 @@ def test_a_sweep_over_its_budget_ends_within_it_keeping_top_k_pinned_and_promote
     by_value = sorted(records, key=lambda n: (-(records[n].value or 0.0), n))
     _best, pinned, promoted, other = by_value
     assert run_cli("pin", name, str(pinned), "--out", str(out)).returncode == 0
-    assert run_cli("promote", name, "--trial", str(promoted), "--out", str(out)).returncode == 0
+    promote = ("promote", name, "--trial", str(promoted), "--alias", "kept", "--out", str(out))
+    assert run_cli(*promote).returncode == 0
     layout = Layout.at(out)
     before = sorted(p.name for p in (out / "checkpoints" / name).iterdir())
     dry = run_cli("gc", name, "--dry-run", "--out", str(out))

@@ -442,7 +442,18 @@ def test_an_alias_move_is_followed_without_a_failed_request(
         thread.start()
     try:
         wait_for(lambda: len(answers) >= 5, timeout_s=60, what="answers from the first model")
-        moved = run_cli("promote", NAME, "--trial", str(promoted.other), "--out", str(promoted.out))
+        # Forced: the other trial is the worse one, which the gate (rightly) may refuse.
+        moved = run_cli(
+            "promote",
+            NAME,
+            "--trial",
+            str(promoted.other),
+            "--force",
+            "--reason",
+            "serving test: move the alias",
+            "--out",
+            str(promoted.out),
+        )
         assert moved.returncode == 0, moved.stderr
         wait_for(
             lambda: sum(v == "2" for _, v, _ in answers) >= 5,

@@ -173,7 +173,7 @@ def test_status_json(swept: dict[str, Any]) -> None:
         "requeued",
         "progress",
         "compute",
-        "checkpoint_bytes",  # issue 12: retention
+        "checkpoint_bytes",
         "checkpoint_retention",
     }
     assert all(set(t) == keys for t in status["trials"])

@@ -717,7 +717,6 @@ class WorkerConfig(Strict):
     )
 
 
-# issue 12: retention
 class CheckpointsConfig(Strict):
     keep_top_k: int | None = Field(
         None,
@@ -751,10 +750,6 @@ class CheckpointsConfig(Strict):
         return self.keep_top_k is not None or self.max_disk_gb is not None
 
 
-# end issue 12: retention
-
-
-# issue 12: gated promotion
 class PromotionConfig(Strict):
     """The gate ``tunefleet promote`` puts a challenger through before it becomes champion."""
 
@@ -810,11 +805,11 @@ class SweepConfig(Strict):
     search: SearchConfig = Field(default_factory=SearchConfig, description="The search.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Trackers.")
     worker: WorkerConfig = Field(default_factory=WorkerConfig, description="Worker processes.")
-    checkpoints: CheckpointsConfig = Field(  # issue 12: retention
+    checkpoints: CheckpointsConfig = Field(
         default_factory=CheckpointsConfig,
         description="Checkpoint retention under a disk budget (docs/retention.md).",
     )
-    promotion: PromotionConfig = Field(  # issue 12: gated promotion
+    promotion: PromotionConfig = Field(
         default_factory=PromotionConfig,
         description="The checks `tunefleet promote` makes before a challenger becomes champion.",
     )

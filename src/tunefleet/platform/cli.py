@@ -280,7 +280,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     store = _existing_store(args)
     layout, db = _layout_db(args)
-    view = open_view(store, args.name, db, layout=layout)  # issue 12: retention's columns
+    view = open_view(store, args.name, db, layout=layout)
     if args.json:
         print(json.dumps(status_json(view), indent=2, default=str))
         return 0
@@ -305,7 +305,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     store = _existing_store(args)
     layout, db = _layout_db(args)
-    view = open_view(store, args.name, db, layout=layout)  # issue 12: retention's columns
+    view = open_view(store, args.name, db, layout=layout)
     print(table(view))
     for line in cost_lines(view):
         print(line)
@@ -324,7 +324,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     if args.reason is not None and not args.force:
         raise TunefleetError("--reason goes with --force (why the gate is overridden)")
     if args.alias is None:
-        return _promote_gated(args, view, store, layout)  # issue 12: gated promotion
+        return _promote_gated(args, view, store, layout)
     if args.force or args.test:
         raise TunefleetError("--force and --test go with the gate: leave out --alias")
     outcome = promote(view, store, layout, trial=args.trial, alias=args.alias, prefer=args.prefer)
@@ -369,7 +369,6 @@ def _model_folder(args: argparse.Namespace) -> Path:
     return Path(promotion.checkpoint)
 
 
-# issue 12: export
 def cmd_export(args: argparse.Namespace) -> int:
     from tunefleet.platform.export import export_checkpoint, trial_metrics
 
@@ -387,7 +386,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-# issue 12: serve
 SERVE_EXTRA = "pip install 'tunefleet[serve]'"
 
 
@@ -426,7 +424,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-# issue 12: retention
 def cmd_gc(args: argparse.Namespace) -> int:
     from tunefleet.platform.retention import run_gc
 
@@ -453,10 +450,6 @@ def cmd_unpin(args: argparse.Namespace) -> int:
     return 0
 
 
-# end issue 12: retention
-
-
-# issue 12: gated promotion, rollback and alias history
 def _promote_gated(args: argparse.Namespace, view: Any, store: Any, layout: Layout) -> int:
     from tunefleet.platform.promote import describe_gated, promote_gated
 
@@ -666,7 +659,6 @@ COMMAND_TABLE: tuple[Command, ...] = (
         args=STORE_ARGS,
     ),
     Command("schema", cmd_schema, "print the config's JSON schema (for editor completion)"),
-    # issue 12: export
     Command(
         "export",
         cmd_export,
@@ -685,7 +677,6 @@ COMMAND_TABLE: tuple[Command, ...] = (
             *STORE_ARGS,
         ),
     ),
-    # issue 12: retention
     Command(
         "gc",
         cmd_gc,
@@ -712,7 +703,6 @@ COMMAND_TABLE: tuple[Command, ...] = (
         "let retention delete a pinned trial's checkpoint again",
         args=(*SWEEP_ARGS[:1], arg("trial", type=int, help="the trial's number"), *STORE_ARGS),
     ),
-    # issue 12: serve
     Command(
         "serve",
         cmd_serve,
@@ -779,7 +769,6 @@ COMMAND_TABLE: tuple[Command, ...] = (
             ),
         ),
     ),
-    # issue 12: gated promotion, rollback and alias history
     Command(
         "rollback",
         cmd_rollback,

@@ -28,7 +28,7 @@ from tunefleet.platform.layout import Layout, mlflow_tracking_uri
 from tunefleet.platform.pareto import front_of
 from tunefleet.platform.progress import sweep_progress
 from tunefleet.platform.quiet import quiet_libraries
-from tunefleet.platform.retention import PAUSED_EXIT  # issue 12: retention
+from tunefleet.platform.retention import PAUSED_EXIT
 from tunefleet.platform.retries import Retries, failure_stop
 from tunefleet.platform.run_tracking import (
     end_sweep_tracking,
@@ -66,7 +66,7 @@ RESUMABLE_KEYS = (
     "search.budget.cpu_hours",
     "search.budget.price_per_gpu_hour",
     "search.budget.price_per_cpu_hour",
-    # issue 12: retention (a resume after a full disk changes what is kept)
+    # Retention: a resume after a full disk changes what is kept.
     "checkpoints.keep_top_k",
     "checkpoints.max_disk_gb",
     "checkpoints.gc_after_trial",
@@ -445,7 +445,7 @@ class LocalFleet(Fleet):
                 print(f"trial {number}: its worker died; {then}", flush=True)
         if self._retry_waits():
             for i, proc in enumerate(self.procs):
-                # issue 12: retention: a worker paused for disk is not started again
+                # A worker paused for disk (exit 75) is not started again: free the disk first.
                 if proc.poll() is not None and proc.returncode != PAUSED_EXIT:
                     self._restarts += 1
                     slot = self.slots[i]

@@ -56,7 +56,7 @@ def promote(
     """Register ``trial`` (default: the best; in a multi-objective sweep, the front member best
     in ``prefer``) under ``alias``; CheckpointError if its checkpoint changed since it was
     written, NotFoundError if it has none."""
-    from tunefleet.platform.versions import RESERVED_ALIASES, actor
+    from tunefleet.platform.versions import RESERVED_ALIASES
 
     name = view.config.name
     if alias in RESERVED_ALIASES:
@@ -69,40 +69,64 @@ def promote(
     record, folder = _candidate(store, name, trial)
     version = uri = tracking_uri = None
     if view.config.tracking.mlflow.enabled:
-        from tunefleet.platform.model_registry import register_checkpoint
-        from tunefleet.platform.versions import alias_version, client_for
-
         tracking_uri = mlflow_tracking_uri(layout, view.config)
-        before = _number(alias_version(client_for(tracking_uri), name, alias))
-        registered = register_checkpoint(
-            tracking_uri=tracking_uri,
-            model_name=name,
-            alias=alias,
-            checkpoint=folder,
-            run_id=record.mlflow_run_id,
-            experiment_name=name,
-            description=f"tunefleet sweep {name}, trial {trial}: {_values_text(view, trial)}",
-        )
-        version, uri = registered.version, registered.uri
-        store.record_alias_move(
-            model_name=name,
-            alias=alias,
-            action="register",
-            from_version=before,
-            to_version=version,
-            actor=actor(),
-            sweep=name,
-            number=trial,
-        )
+        version, uri = _register(view, store, tracking_uri, record, folder, alias=alias)
+    else:
+        _record(store, name, record.number, alias, None, folder)
+    return PromotionOutcome(name, trial, alias, folder, version, uri, tracking_uri, note)
+
+
+def _register(
+    view: SweepView,
+    store: Store,
+    tracking_uri: str,
+    record: TrialRecord,
+    folder: Path,
+    *,
+    alias: str,
+) -> tuple[str, str]:
+    """Register ``folder`` (trial ``record``) as a new version under ``alias``, and record the
+    move in the alias history and the promotion in the store; its version and model URI."""
+    from tunefleet.platform.model_registry import register_checkpoint
+    from tunefleet.platform.versions import actor, alias_version, client_for
+
+    name, number = view.config.name, record.number
+    before = _number(alias_version(client_for(tracking_uri), name, alias))
+    registered = register_checkpoint(
+        tracking_uri=tracking_uri,
+        model_name=name,
+        alias=alias,
+        checkpoint=folder,
+        run_id=record.mlflow_run_id,
+        experiment_name=name,
+        description=f"tunefleet sweep {name}, trial {number}: {_values_text(view, number)}",
+        sha256=record.checkpoint_sha256,
+    )
+    store.record_alias_move(
+        model_name=name,
+        alias=alias,
+        action="register",
+        from_version=before,
+        to_version=registered.version,
+        actor=actor(),
+        sweep=name,
+        number=number,
+    )
+    _record(store, name, number, alias, registered.version, folder)
+    return registered.version, registered.uri
+
+
+def _record(
+    store: Store, name: str, number: int, alias: str, version: str | None, folder: Path
+) -> None:
     store.record_promotion(
         name,
-        number=trial,
+        number=number,
         alias=alias,
         model_name=name,
         model_version=version,
         checkpoint=str(folder),
     )
-    return PromotionOutcome(name, trial, alias, folder, version, uri, tracking_uri, note)
 
 
 def _candidate(store: Store, name: str, trial: int) -> tuple[TrialRecord, Path]:
@@ -223,7 +247,7 @@ def describe(promotion: PromotionOutcome) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# issue 12: gated promotion — challenger -> gate -> champion
+# Gated promotion: challenger -> gate -> champion
 
 
 @dataclass(frozen=True)
@@ -260,7 +284,6 @@ def promote_gated(
     test set, and move ``@champion`` (the former one keeping ``@previous-champion``) only if
     every check of ``promotion:`` holds, or ``force_reason`` is given. Every alias move, and a
     failed gate, goes to the store's alias history."""
-    from tunefleet.platform.model_registry import register_checkpoint
     from tunefleet.platform.versions import (
         CHALLENGER,
         CHAMPION,
@@ -283,37 +306,9 @@ def promote_gated(
     table, source = frozen_test_set(folder, test)
     tracking_uri = mlflow_tracking_uri(layout, config)
     client, who = client_for(tracking_uri), actor()
-    challenger_before = alias_version(client, name, CHALLENGER)
-    registered = register_checkpoint(
-        tracking_uri=tracking_uri,
-        model_name=name,
-        alias=CHALLENGER,
-        checkpoint=folder,
-        run_id=record.mlflow_run_id,
-        experiment_name=name,
-        description=f"tunefleet sweep {name}, trial {number}: {_values_text(view, number)}",
-        sha256=record.checkpoint_sha256,
-    )
-    store.record_alias_move(
-        model_name=name,
-        alias=CHALLENGER,
-        action="register",
-        from_version=_number(challenger_before),
-        to_version=registered.version,
-        actor=who,
-        sweep=name,
-        number=number,
-    )
-    store.record_promotion(
-        name,
-        number=number,
-        alias=CHALLENGER,
-        model_name=name,
-        model_version=registered.version,
-        checkpoint=str(folder),
-    )
+    version, _uri = _register(view, store, tracking_uri, record, folder, alias=CHALLENGER)
     champion = alias_version(client, name, CHAMPION)
-    challenger = version_of(client, name, registered.version)
+    challenger = version_of(client, name, version)
     result = run_gate(
         config.promotion,
         challenger=_score(tracking_uri, challenger, table, config.promotion),
@@ -324,7 +319,7 @@ def promote_gated(
     outcome = GatedOutcome(
         name=name,
         number=number,
-        version=registered.version,
+        version=version,
         champion_before=_number(champion),
         moved=result.passed or force_reason is not None,
         forced=not result.passed and force_reason is not None,
@@ -377,14 +372,7 @@ def _settle(
         reason=outcome.reason,
         gate=gate,
     )
-    store.record_promotion(
-        name,
-        number=outcome.number,
-        alias=CHAMPION,
-        model_name=name,
-        model_version=version,
-        checkpoint=str(folder),
-    )
+    _record(store, name, outcome.number, CHAMPION, version, folder)
 
 
 def frozen_test_set(checkpoint: Path, test: Path | None) -> tuple[Table, str]:

@@ -66,7 +66,7 @@ class SweepView:
         return front_of(self.trials, self.config.search.all_objectives)
 
     @cached_property
-    def retention(self) -> Plan | None:  # issue 12: retention
+    def retention(self) -> Plan | None:
         """What gc would do now (checkpoint sizes and verdicts); None without a layout."""
         if self.layout is None:
             return None
@@ -140,7 +140,7 @@ def trial_json(
         "progress": None if running is None else running.json(),
         "compute": _trial_compute(view, trial),
     }
-    if view.retention is not None:  # issue 12: retention
+    if view.retention is not None:
         cell = trial_cells(view.retention, list(view.records.values())).get(trial.number)
         data["checkpoint_bytes"] = None if cell is None else cell["bytes"]
         data["checkpoint_retention"] = None if cell is None else cell["retention"]
@@ -202,7 +202,7 @@ def cost_lines(view: SweepView) -> list[str]:
         if to_best["money"] is not None:
             line += f"; cost {_fmt(to_best['money'])}"
         lines.append(line)
-    if view.retention is not None and view.config.checkpoints.configured:  # issue 12: retention
+    if view.retention is not None and view.config.checkpoints.configured:
         lines.append(summary_line(view.retention, view.config.checkpoints))
     return lines
 
@@ -244,7 +244,7 @@ def status_json(view: SweepView) -> dict[str, Any]:
             "checkpoint": record.checkpoint if record else None,
         },
     }
-    if view.retention is not None:  # issue 12: retention
+    if view.retention is not None:
         data["checkpoints"] = summary_json(view.retention, view.config.checkpoints)
     if front is not None:
         data["objectives"] = [
@@ -304,7 +304,7 @@ def table(view: SweepView) -> str:
     retained = (
         None if view.retention is None else trial_cells(view.retention, [*view.records.values()])
     )
-    retained = retained or None  # issue 12: retention: shown once a trial has a checkpoint
+    retained = retained or None  # shown once a trial has a checkpoint
     header += [] if retained is None else ["checkpoint"]
     header += params
     if runs:

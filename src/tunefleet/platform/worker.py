@@ -163,7 +163,7 @@ def run_worker_paused(options: WorkerOptions) -> tuple[int, str | None]:
             with heartbeat(sweep.study, trial), _budget_watch(sweep, device):
                 ok = run_one(sweep, trial)
             ran += 1
-            _collect(sweep)  # issue 12: retention
+            _collect(sweep)
             failures = 0 if ok else failures + 1
     # A worker that found no slot left still finishes its replay, within the trackers' wait.
     replay.join(sweep.config.tracking.sink_wait_s)
@@ -194,7 +194,7 @@ class _Shutdown:
         self.why: str | None = None
         """Why a stop was requested other than by a signal (the compute budget is spent)."""
         self.paused: str | None = None
-        """Why the worker stopped for lack of disk (issue 12: retention)."""
+        """Why the worker stopped for lack of disk."""
 
     def request(self, why: str) -> None:
         """Stop as SIGTERM would, without its grace deadline: the trial stops after its step
@@ -288,7 +288,7 @@ def run_one(sweep: _Sweep, trial: optuna.Trial) -> bool:
     asked = prepare(sweep, trial)
     if isinstance(asked, str):
         return _fail(sweep, trial, "invalid_params", asked, {})
-    refused = _disk_refusal(sweep, asked)  # issue 12: retention
+    refused = _disk_refusal(sweep, asked)
     if refused is not None:
         _end_tracking(sweep, asked, "KILLED", interrupted=True)
         _fail(sweep, trial, "interrupted", refused, asked.params)
@@ -498,7 +498,7 @@ def finish(sweep: _Sweep, asked: _Trial, outcome: TrialOutcome) -> bool:
         seconds=outcome.seconds,
         checkpoint=str(outcome.checkpoint) if complete and outcome.checkpoint else None,
         checkpoint_sha256=outcome.checkpoint_sha256 if complete else None,
-        checkpoint_bytes=_checkpoint_bytes(outcome) if complete else None,  # issue 12: retention
+        checkpoint_bytes=_checkpoint_bytes(outcome) if complete else None,
         measured=outcome.measured,
         objective_values=judged.values if judged and sweep.config.search.multi_objective else None,
         feasible=judged.feasible if judged else None,
@@ -515,7 +515,6 @@ def finish(sweep: _Sweep, asked: _Trial, outcome: TrialOutcome) -> bool:
     return True
 
 
-# issue 12: retention
 def _checkpoint_bytes(outcome: TrialOutcome) -> int | None:
     from tunefleet.platform.retention import folder_bytes
 
@@ -549,9 +548,6 @@ def _collect(sweep: _Sweep) -> bool:
     if line is not None:
         print(f"sweep {sweep.name}: {line}", flush=True)
     return line is not None
-
-
-# end issue 12: retention
 
 
 def _fail(
@@ -662,7 +658,7 @@ def worker_main(options: WorkerOptions) -> int:
     except TunefleetError as exc:
         print(f"error: {redact_text(str(exc))}", flush=True)
         return 2
-    if paused is not None:  # issue 12: retention
+    if paused is not None:
         print(f"worker {options.index} ({os.getpid()}) paused: {paused}", flush=True)
         return PAUSED_EXIT
     print(f"worker {options.index} ({os.getpid()}) ran {ran} trial(s)", flush=True)
