@@ -28,10 +28,12 @@ from tunefleet.platform.model_registry import PROMOTION_TAG, RegisteredModel, re
 from tunefleet.platform.pyfunc import (
     BASE_MODEL_ARTIFACT,
     CHECKPOINT_ARTIFACT,
+    MERGED_ARTIFACT,
     CheckpointModel,
     load_predictor,
 )
 from tunefleet.trainers.checkpoint import Manifest, hash_folder, write_checkpoint
+from tunefleet.trainers.merge import STANDALONE
 from tunefleet.trainers.methods import get_method
 from tunefleet.trainers.model import load_classifier, load_tokenizer
 from tunefleet.trainers.predict import Predictor
@@ -69,6 +71,7 @@ for uri in uris:
         entry["bad"] = None
     except Exception as exc:
         entry["bad"] = [type(exc).__name__, str(exc)]
+    entry["peft_imported"] = "peft" in sys.modules
     results[uri] = entry
 with open(out, "w") as handle:
     json.dump(results, handle)
@@ -228,7 +231,9 @@ def test_registered_checkpoints_predict_like_the_checkpoints(
 
     # The LoRA adapter and the full model load without the folders they were trained in.
     with trained.hidden():
-        loaded = _load_elsewhere(sqlite_uri, [r.uri for r in registered.values()], tmp_path)
+        # LoRA first: whether loading it imported peft is read before the full model loads.
+        uris = [registered["lora"].uri, registered["full"].uri]
+        loaded = _load_elsewhere(sqlite_uri, uris, tmp_path)
 
     for method, model in registered.items():
         result = loaded[model.uri]
@@ -237,12 +242,18 @@ def test_registered_checkpoints_predict_like_the_checkpoints(
         error_type, message = result["bad"]
         assert error_type == "ValueError"
         assert "'text' column" in message and "'review'" in message
+    # LoRA is registered merged: loading and running it never imports peft.
+    assert loaded[registered["lora"].uri]["peft_imported"] is False
 
     client = MlflowClient(tracking_uri=sqlite_uri)
     version = client.get_model_version_by_alias("sentiment-lora", "champion")
     assert version.tags["tunefleet.checkpoint"] == str(trained.checkpoints["lora"].resolve())
     assert version.tags["tunefleet.trial"] == "1"
     assert version.tags["tunefleet.method"] == "lora"
+    assert version.tags["tunefleet.weights"] == "merged"
+    assert len(version.tags["tunefleet.merged_sha256"]) == 64
+    full = client.get_model_version_by_alias("sentiment-full", "champion")
+    assert full.tags["tunefleet.weights"] == "checkpoint"
     assert version.tags["tunefleet.metric"] == "eval_accuracy"
     assert 0.0 <= float(version.tags["tunefleet.value"]) <= 1.0
     assert version.run_id is not None
@@ -300,22 +311,35 @@ def test_promotion_bundles_the_body_only_with_checkpoints_that_need_it(
         artifacts = {key: folder / value["path"] for key, value in flavor["artifacts"].items()}
         registered[name] = artifacts
 
-        wanted = {CHECKPOINT_ARTIFACT} | (set() if self_contained else {BASE_MODEL_ARTIFACT})
-        assert set(artifacts) == wanted, name
+        # LoRA and IA3 carry their weights merged into the body (a plain transformers model);
+        # the other methods that are not self-contained carry the body beside the checkpoint.
+        merged = STANDALONE[name] == "merged"
+        extra = {MERGED_ARTIFACT} if merged else set() if self_contained else {BASE_MODEL_ARTIFACT}
+        assert set(artifacts) == {CHECKPOINT_ARTIFACT} | extra, name
         assert hash_folder(artifacts[CHECKPOINT_ARTIFACT]) == hash_folder(checkpoint), name
-        if not self_contained:
+        if BASE_MODEL_ARTIFACT in extra:
             assert hash_folder(artifacts[BASE_MODEL_ARTIFACT]) == hash_folder(base), name
+        if merged:
+            config = json.loads((artifacts[MERGED_ARTIFACT] / "config.json").read_text())
+            assert "peft_config" not in config and not list(
+                artifacts[MERGED_ARTIFACT].glob("adapter_*")
+            ), name
         promoted = sum(_size(path) for path in artifacts.values())
-        assert promoted == _size(checkpoint) + (0 if self_contained else _size(base)), name
+        body = 0 if self_contained or merged else _size(base)
+        assert promoted == _size(checkpoint) + body + (
+            _size(artifacts[MERGED_ARTIFACT]) if merged else 0
+        ), name
 
     # Each registered copy predicts as its checkpoint does with neither the checkpoint nor the
     # pretrained body where they were written: what promotion left out was not needed.
     expected = {name: every_method.expected(name) for name in registered}
     with every_method.hidden():
         for name, artifacts in registered.items():
-            body = artifacts.get(BASE_MODEL_ARTIFACT)
+            body, merged_folder = artifacts.get(BASE_MODEL_ARTIFACT), artifacts.get(MERGED_ARTIFACT)
             predictor = load_predictor(
-                str(artifacts[CHECKPOINT_ARTIFACT]), None if body is None else str(body)
+                str(artifacts[CHECKPOINT_ARTIFACT]),
+                None if body is None else str(body),
+                merged=None if merged_folder is None else str(merged_folder),
             )
             got = [[p.label, p.probabilities] for p in predictor.predict(TEXTS)]
             _assert_same(got, expected[name])

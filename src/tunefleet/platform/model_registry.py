@@ -30,7 +30,12 @@ from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
 from packaging.version import InvalidVersion, Version
 
-from tunefleet.platform.pyfunc import BASE_MODEL_ARTIFACT, CHECKPOINT_ARTIFACT, CheckpointModel
+from tunefleet.platform.pyfunc import (
+    BASE_MODEL_ARTIFACT,
+    CHECKPOINT_ARTIFACT,
+    MERGED_ARTIFACT,
+    CheckpointModel,
+)
 
 if TYPE_CHECKING:
     from tunefleet.trainers.checkpoint import Manifest
@@ -108,20 +113,24 @@ def register_checkpoint(
     manifest = Manifest.read(checkpoint)
     expected = _expected_hashes(checkpoint, sha256)
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    with _source_run(
-        client,
-        run_id,
-        experiment_name=experiment_name,
-        artifact_location=artifact_location,
-        run_name=f"promote-{model_name}",
-    ) as run:
-        tags = _version_tags(checkpoint, manifest, expected)
+    with (
+        _source_run(
+            client,
+            run_id,
+            experiment_name=experiment_name,
+            artifact_location=artifact_location,
+            run_name=f"promote-{model_name}",
+        ) as run,
+        _merged_weights(checkpoint, manifest) as merged,
+    ):
+        tags = {**_version_tags(checkpoint, manifest, expected), **merged.tags()}
         logged = _log_model(
             client,
             run,
             tags,
             checkpoint=checkpoint,
-            base_model=_bundled_base(manifest),
+            base_model=None if merged.folder else _bundled_base(manifest),
+            merged=merged,
             expected=expected,
         )
         number = _register_version(
@@ -230,6 +239,7 @@ def _log_model(
     *,
     checkpoint: Path,
     base_model: Path | None,
+    merged: Merged,
     expected: Mapping[str, str],
 ) -> LoggedModel:
     """A READY LoggedModel holding the pyfunc folder, linked to ``run`` as an output; FAILED if
@@ -243,7 +253,13 @@ def _log_model(
     )
     try:
         _upload_pyfunc(
-            client, logged, run, checkpoint=checkpoint, base_model=base_model, expected=expected
+            client,
+            logged,
+            run,
+            checkpoint=checkpoint,
+            base_model=base_model,
+            merged=merged,
+            expected=expected,
         )
     except BaseException:
         # Report the original error, not a failure to record it.
@@ -262,6 +278,7 @@ def _upload_pyfunc(
     *,
     checkpoint: Path,
     base_model: Path | None,
+    merged: Merged,
     expected: Mapping[str, str],
 ) -> None:
     """Save the pyfunc folder locally, check its checkpoint copy against ``expected`` (so a
@@ -274,6 +291,7 @@ def _upload_pyfunc(
             local,
             checkpoint=checkpoint,
             base_model=base_model,
+            merged=merged.folder,
             mlflow_model=Model(
                 artifact_path=logged.artifact_location,
                 run_id=run.run_id,
@@ -282,6 +300,8 @@ def _upload_pyfunc(
             ),
         )
         verify(_saved_artifact(local, CHECKPOINT_ARTIFACT), expected)
+        if merged.folder is not None:
+            verify(_saved_artifact(local, MERGED_ARTIFACT), merged.sha256)
         client.log_model_artifacts(logged.model_id, str(local))
 
 
@@ -359,6 +379,53 @@ def _wait_ready(client: MlflowClient, name: str, version: str) -> None:
         time.sleep(0.5)
 
 
+@dataclass(frozen=True)
+class Merged:
+    """A LoRA/IA3 checkpoint's weights merged into its body, or why not."""
+
+    folder: Path | None
+    sha256: dict[str, str]
+    refused: str | None
+    """Why a method that merges was not merged (its merged logits differed, say); None else."""
+
+    def tags(self) -> dict[str, str]:
+        if self.folder is not None:
+            return {
+                "tunefleet.weights": "merged",
+                "tunefleet.merged_sha256": checkpoint_digest(self.sha256),
+            }
+        tags = {"tunefleet.weights": "checkpoint"}
+        if self.refused is not None:
+            tags["tunefleet.merge_refused"] = self.refused[:4000]
+        return tags
+
+
+@contextlib.contextmanager
+def _merged_weights(checkpoint: Path, manifest: Manifest) -> Iterator[Merged]:
+    """Where the method is a weight change (LoRA, IA3: ``trainers.merge``), the merged plain
+    transformers folder, written and checked like ``tunefleet export --format hf`` (its logits
+    within 1e-5 of the checkpoint's), in a temporary folder; the registered model then needs
+    neither peft nor a separate body. A merge whose check fails is not registered: the version
+    carries the checkpoint and body, and the tag ``tunefleet.merge_refused`` says why."""
+    from tunefleet.errors import TunefleetError
+    from tunefleet.trainers.checkpoint import hash_folder
+    from tunefleet.trainers.merge import STANDALONE
+
+    if STANDALONE.get(manifest.method) != "merged":
+        yield Merged(None, {}, None)
+        return
+    from tunefleet.platform.export import export_checkpoint
+
+    with tempfile.TemporaryDirectory(prefix="tunefleet-merge-") as tmp:
+        folder = Path(tmp) / "merged"
+        try:
+            export_checkpoint(checkpoint, folder, fmt="hf")
+        except TunefleetError as exc:
+            yield Merged(None, {}, str(exc))
+            return
+        yield Merged(folder, hash_folder(folder), None)
+
+
 def _bundled_base(manifest: Manifest) -> Path | None:
     """The local pretrained body to register with a checkpoint that is restored onto it (its
     method is not ``self_contained``), else None.
@@ -377,7 +444,12 @@ def _bundled_base(manifest: Manifest) -> Path | None:
 
 
 def _save_pyfunc(
-    path: Path, *, checkpoint: Path, base_model: Path | None, mlflow_model: Model
+    path: Path,
+    *,
+    checkpoint: Path,
+    base_model: Path | None,
+    merged: Path | None,
+    mlflow_model: Model,
 ) -> None:
     import mlflow.pyfunc
 
@@ -386,6 +458,8 @@ def _save_pyfunc(
     artifacts = {CHECKPOINT_ARTIFACT: str(checkpoint)}
     if base_model is not None:
         artifacts[BASE_MODEL_ARTIFACT] = str(base_model)
+    if merged is not None:
+        artifacts[MERGED_ARTIFACT] = str(merged)
     # No signature and no input example, on purpose: a signature would make MLflow reshape list
     # and Series input before CheckpointModel sees it, and an example would load the model here.
     mlflow.pyfunc.save_model(

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 CHECKPOINT_ARTIFACT = "checkpoint"
 BASE_MODEL_ARTIFACT = "base_model"
+MERGED_ARTIFACT = "merged"
+"""A LoRA or IA3 checkpoint's weights merged into its body (``trainers.merge``): a plain
+transformers folder, so loading needs no peft and no separate body."""
 TEXT_COLUMN = "text"
 
 
@@ -54,7 +57,9 @@ class CheckpointModel(PythonModel):
     def load_context(self, context: Any) -> None:
         """Load the checkpoint that ``context.artifacts`` names; MLflow calls this once, at load."""
         self._predictor = load_predictor(
-            context.artifacts[CHECKPOINT_ARTIFACT], context.artifacts.get(BASE_MODEL_ARTIFACT)
+            context.artifacts[CHECKPOINT_ARTIFACT],
+            context.artifacts.get(BASE_MODEL_ARTIFACT),
+            merged=context.artifacts.get(MERGED_ARTIFACT),
         )
 
     def predict(
@@ -84,14 +89,24 @@ class CheckpointModel(PythonModel):
         )
 
 
-def load_predictor(checkpoint: str, base_model: str | None = None) -> Predictor:
+def load_predictor(
+    checkpoint: str, base_model: str | None = None, *, merged: str | None = None
+) -> Predictor:
     """A Predictor for ``checkpoint``; ``base_model`` (a local HF folder) replaces the body the
-    manifest names, so a registered adapter does not depend on the path it was trained from."""
+    manifest names, so a registered adapter does not depend on the path it was trained from;
+    ``merged`` (a plain transformers folder of the same model, merged) is loaded instead of the
+    checkpoint's method, with transformers alone (peft is never imported)."""
     from pathlib import Path
 
-    from tunefleet.trainers.checkpoint import load_checkpoint
+    from tunefleet.trainers.checkpoint import Manifest, load_checkpoint
     from tunefleet.trainers.predict import Predictor
 
+    if merged is not None:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        model = AutoModelForSequenceClassification.from_pretrained(merged).eval()
+        tokenizer = AutoTokenizer.from_pretrained(merged)
+        return Predictor(model, tokenizer, Manifest.read(Path(checkpoint)))
     return Predictor(*load_checkpoint(Path(checkpoint), base_model=base_model))
 
 

@@ -26,7 +26,7 @@ from mlflow.tracking import MlflowClient
 
 from tunefleet.errors import CheckpointError, NotFoundError
 from tunefleet.platform.model_registry import checkpoint_digest
-from tunefleet.platform.pyfunc import BASE_MODEL_ARTIFACT, CHECKPOINT_ARTIFACT
+from tunefleet.platform.pyfunc import BASE_MODEL_ARTIFACT, CHECKPOINT_ARTIFACT, MERGED_ARTIFACT
 from tunefleet.platform.store import Store
 
 if TYPE_CHECKING:
@@ -125,12 +125,16 @@ class LocalCopy:
     version: ModelVersion
     checkpoint: Path
     base_model: Path | None
+    merged: Path | None = None
 
     @property
     def size_mb(self) -> float:
-        """What loading it reads: the checkpoint and, where bundled, the pretrained body."""
+        """What loading it reads: the merged model where there is one, else the checkpoint
+        and, where bundled, the pretrained body."""
         from tunefleet.trainers.measures import folder_mb
 
+        if self.merged is not None:
+            return folder_mb(self.merged)
         body = folder_mb(self.base_model) if self.base_model is not None else 0.0
         return folder_mb(self.checkpoint) + body
 
@@ -141,8 +145,6 @@ def downloaded(tracking_uri: str, version: ModelVersion) -> Iterator[LocalCopy]:
     ``tunefleet.checkpoint_sha256`` tag it was registered with (CheckpointError if they differ
     or the version was not registered by tunefleet)."""
     from mlflow.artifacts import download_artifacts
-
-    from tunefleet.trainers.checkpoint import hash_folder
 
     label = f"{version.name} version {version.version}"
     expected = (version.tags or {}).get("tunefleet.checkpoint_sha256")
@@ -160,13 +162,28 @@ def downloaded(tracking_uri: str, version: ModelVersion) -> Iterator[LocalCopy]:
         artifacts = Model.load(str(folder)).flavors["python_function"]["artifacts"]
         checkpoint = folder / str(artifacts[CHECKPOINT_ARTIFACT]["path"])
         body = artifacts.get(BASE_MODEL_ARTIFACT)
-        actual = checkpoint_digest(hash_folder(checkpoint))
-        if actual != expected:
-            raise CheckpointError(
-                f"{label}: its checkpoint no longer matches the hashes it was registered with "
-                f"(sha256 {actual[:12]}..., registered {expected[:12]}...)"
-            )
-        yield LocalCopy(version, checkpoint, None if body is None else folder / str(body["path"]))
+        _check(label, "checkpoint", checkpoint, expected)
+        merged = artifacts.get(MERGED_ARTIFACT)
+        if merged is not None:
+            merged_expected = (version.tags or {}).get("tunefleet.merged_sha256", "")
+            _check(label, "merged model", folder / str(merged["path"]), merged_expected)
+        yield LocalCopy(
+            version,
+            checkpoint,
+            None if body is None else folder / str(body["path"]),
+            None if merged is None else folder / str(merged["path"]),
+        )
+
+
+def _check(label: str, what: str, folder: Path, expected: str) -> None:
+    from tunefleet.trainers.checkpoint import hash_folder
+
+    actual = checkpoint_digest(hash_folder(folder))
+    if actual != expected:
+        raise CheckpointError(
+            f"{label}: its {what} no longer matches the hashes it was registered with "
+            f"(sha256 {actual[:12]}..., registered {expected[:12] or 'none'}...)"
+        )
 
 
 def load_copy(copy: LocalCopy) -> Predictor:
@@ -174,5 +191,7 @@ def load_copy(copy: LocalCopy) -> Predictor:
     from tunefleet.platform.pyfunc import load_predictor
 
     return load_predictor(
-        str(copy.checkpoint), None if copy.base_model is None else str(copy.base_model)
+        str(copy.checkpoint),
+        None if copy.base_model is None else str(copy.base_model),
+        merged=None if copy.merged is None else str(copy.merged),
     )
