@@ -13,8 +13,7 @@ servers alternate over the repeats and each figure is the median over them.
 micro-batching itself buys on the machine. ``--out DIR`` keeps the promoted model for reruns.
 
 tunefleet is asked on ``/v1/predict``; MLflow on ``/invocations`` with ``dataframe_split`` (a
-``text`` column: MLflow turns ``{"inputs": [...]}`` into a numpy array, which the registered
-model refuses).
+``text`` column), the form every MLflow version's scoring server takes.
 Before timing, both servers' answers to the same texts are checked to agree.
 """
 

@@ -53,6 +53,7 @@ TEXTS = [
 _LOADER = r"""
 import json, sys
 import mlflow.pyfunc
+import numpy as np
 import pandas as pd
 
 uris, texts, out = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
@@ -65,6 +66,8 @@ for uri in uris:
         "list": rows(model.predict(texts)),
         "series": rows(model.predict(pd.Series(texts))),
         "frame": rows(model.predict(pd.DataFrame({"id": range(len(texts)), "text": texts}))),
+        # What `mlflow models serve` hands the model for {"inputs": [...]}.
+        "array": rows(model.predict(np.array(texts))),
     }
     try:
         model.predict(pd.DataFrame({"review": texts}))
@@ -237,7 +240,7 @@ def test_registered_checkpoints_predict_like_the_checkpoints(
 
     for method, model in registered.items():
         result = loaded[model.uri]
-        for kind in ("list", "series", "frame"):
+        for kind in ("list", "series", "frame", "array"):
             _assert_same(result[kind], expected[method])
         error_type, message = result["bad"]
         assert error_type == "ValueError"

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 from mlflow.models.signature import _TypeHints
 from mlflow.pyfunc.model import PythonModel
@@ -33,10 +34,11 @@ TEXT_COLUMN = "text"
 class CheckpointModel(PythonModel):
     """Classifies texts with a tunefleet checkpoint.
 
-    Input: a list of str, a pandas Series of str, or a DataFrame with a ``text`` column (other
-    columns are ignored). Output: a DataFrame with one row per text, in input order, and the
-    columns ``label`` (str, the most probable class) and ``probabilities`` (dict label -> float,
-    summing to 1) — exactly what ``Predictor.predict`` gives for the same checkpoint.
+    Input: a list of str, a 1-D array or pandas Series of str, or a DataFrame with a ``text``
+    column (other columns are ignored). Output: a DataFrame with one row per text, in input
+    order, and the columns ``label`` (str, the most probable class) and ``probabilities``
+    (dict label -> float, summing to 1) — exactly what ``Predictor.predict`` gives for the
+    same checkpoint.
     """
 
     # MLflow 3 reads ``predict``'s type hints: at class definition to wrap it with input
@@ -123,13 +125,16 @@ def _texts(model_input: Any) -> list[str]:
         values = model_input.tolist()
     elif isinstance(model_input, list | tuple):
         values = model_input
+    elif isinstance(model_input, np.ndarray) and model_input.ndim == 1:
+        # What MLflow's scoring server makes of `{"inputs": [...]}` (mlflow models serve).
+        values = [v.item() if isinstance(v, np.generic) else v for v in model_input.tolist()]
     elif isinstance(model_input, str):
         # A bare string is one text, not a sequence of one-character texts.
         values = [model_input]
     else:
         raise TypeError(
-            "CheckpointModel expects a list of str, a pandas Series or a DataFrame with a "
-            f"{TEXT_COLUMN!r} column; got {type(model_input).__name__}"
+            "CheckpointModel expects a list of str, a 1-D array, a pandas Series or a DataFrame "
+            f"with a {TEXT_COLUMN!r} column; got {type(model_input).__name__}"
         )
     bad = [i for i, v in enumerate(values) if not isinstance(v, str)]
     if bad:
