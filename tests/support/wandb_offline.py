@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -68,20 +69,28 @@ def history(path: Path) -> dict[str, list[tuple[int, float]]]:
     return dict(series)
 
 
-def run_info(path: Path) -> dict[str, Any]:
-    """The run record's identity: id, group, job_type, display name, config keys."""
-    for record in records(path):
-        if record.WhichOneof("record_type") == "run":
-            run = record.run
-            config = {item.key: json.loads(item.value_json) for item in run.config.update}
-            return {
-                "id": run.run_id,
-                "group": run.run_group,
-                "job_type": run.job_type,
-                "name": run.display_name,
-                "config": config,
-            }
-    raise ValueError(f"{path} holds no run record")
+def run_info(path: Path, *, timeout_s: float = 60.0) -> dict[str, Any]:
+    """The run record's identity: id, group, job_type, display name, config keys.
+
+    The file is written by W&B's own core process, which on a loaded machine may append the run
+    record a moment after ``finish`` returned in ours: it is read again until the record is
+    there, ValueError after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for record in records(path):
+            if record.WhichOneof("record_type") == "run":
+                run = record.run
+                config = {item.key: json.loads(item.value_json) for item in run.config.update}
+                return {
+                    "id": run.run_id,
+                    "group": run.run_group,
+                    "job_type": run.job_type,
+                    "name": run.display_name,
+                    "config": config,
+                }
+        if time.monotonic() > deadline:
+            raise ValueError(f"{path} holds no run record")
+        time.sleep(0.2)
 
 
 def offline_runs(wandb_dir: Path) -> list[Path]:
