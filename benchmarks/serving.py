@@ -176,6 +176,7 @@ def running(side: Side, port: int, log: Path) -> Iterator[str]:
         yield url
     finally:
         stop(process)
+        port_free(url)
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -185,9 +186,25 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             os.killpg(process.pid, sig)
         try:
             process.wait(timeout=30)
-            return
+            break
         except subprocess.TimeoutExpired:
             continue
+    # The leader's exit does not wait for MLflow's uvicorn child: whatever of the group is left
+    # would answer the next server's readiness check, then vanish under its load.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def port_free(url: str, timeout_s: float = 30.0) -> None:
+    """Return once nothing answers on ``url`` any more."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+        except httpx.TransportError:
+            return
+        time.sleep(0.2)
+    sys.exit(f"{url} still answers {timeout_s:.0f} s after its server was stopped")
 
 
 async def load(
